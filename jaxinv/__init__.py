@@ -1,0 +1,28 @@
+"""jaxinv: JAX-native Bayesian measurement.
+
+Differentiable forward models, a generic layer that turns them into posterior
+energies, and inference engines that give parameters with uncertainty and the
+Bayesian free energy for model selection.  See ``docs/`` and DESIGN.md.
+"""
+
+from . import _config  # noqa: F401  (float64 by default; must run before any array is made)
+from . import likelihoods, priors
+from ._config import precision, set_precision
+from .inference import Laplace, laplace, map_estimate
+from .model import Model, Posterior
+from .results import Result
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "Laplace",
+    "Model",
+    "Posterior",
+    "Result",
+    "laplace",
+    "likelihoods",
+    "map_estimate",
+    "precision",
+    "priors",
+    "set_precision",
+]

@@ -1,0 +1,248 @@
+"""Model (forward physics + priors + likelihood) and Posterior (its energy functions).
+
+A :class:`Model` is conditioned on data to give a :class:`Posterior`, the only
+thing inference engines see: a log-density over one flat unconstrained vector
+``z`` (all parameters, each mapped to the real line by its prior's bijection).
+
+    log p(z | y) = log L(y | f(theta(z))) + log p(theta(z)) + log |det dtheta/dz|  + const
+    energy(z)    = -log L - log p_z(z)
+    E_beta(z)    = -beta log L - log p_z(z)       (tempered energy, 0 <= beta <= 1)
+
+All methods are pure functions of ``z`` and work under ``jit``, ``vmap`` and
+``grad``; batch over many points with ``jax.vmap(post.energy)(zs)``.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+from .likelihoods import Likelihood
+from .priors import Prior, as_prior
+
+__all__ = ["Model", "Posterior"]
+
+
+class Model(eqx.Module):
+    """A forward model with priors over its parameters and a likelihood.
+
+    Args:
+        forward: callable (usually an ``eqx.Module``) mapping a dict of named
+            parameters (constrained, physical units) to the predicted data.
+        priors: ``{name: prior}`` for every parameter ``forward`` reads; a prior
+            is a :mod:`jaxinv.priors` object or any numpyro distribution.
+        likelihood: a :mod:`jaxinv.likelihoods` object; its inferred noise
+            parameters join the parameter set under their own names.
+    """
+
+    forward: Callable
+    priors: dict[str, Prior]
+    likelihood: Likelihood
+
+    def __init__(self, forward: Callable, priors: dict[str, Any], likelihood: Likelihood):
+        if not callable(forward):
+            raise TypeError("forward must be callable: params dict -> prediction")
+        if not isinstance(likelihood, Likelihood):
+            raise TypeError(f"likelihood must be a jaxinv likelihood, got {type(likelihood).__name__}")
+        if not priors:
+            raise ValueError("a model needs at least one parameter with a prior")
+        self.forward = forward
+        self.priors = {str(k): as_prior(v) for k, v in priors.items()}
+        self.likelihood = likelihood
+        clash = set(self.priors) & set(likelihood.parameters())
+        if clash:
+            raise ValueError(f"parameter names used by both the forward model and the likelihood: {sorted(clash)}")
+
+    @property
+    def all_priors(self) -> dict[str, Prior]:
+        """Priors of every inferred parameter: forward model's, then likelihood's."""
+        return {**self.priors, **self.likelihood.parameters()}
+
+    def condition(self, y) -> "Posterior":
+        """The posterior given observed data ``y``.
+
+        Raises:
+            ValueError: if ``y`` is empty, non-finite, of a shape other than the
+                forward model's prediction, or outside the likelihood's support.
+        """
+        return Posterior(self, y)
+
+
+class Posterior(eqx.Module):
+    """Energy functions of a model conditioned on data.  See module docstring."""
+
+    model: Model
+    y: jax.Array
+    names: tuple[str, ...] = eqx.field(static=True)
+    sizes: tuple[int, ...] = eqx.field(static=True)
+
+    def __init__(self, model: Model, y):
+        try:
+            y = np.asarray(y, dtype=float) if not isinstance(y, jax.Array) else y
+        except (TypeError, ValueError):
+            raise ValueError("data must be a numeric array") from None
+        if y.size == 0:
+            raise ValueError("data are empty: nothing to condition on")
+        if not isinstance(y, jax.core.Tracer) and not bool(np.all(np.isfinite(np.asarray(y)))):
+            bad = int(np.sum(~np.isfinite(np.asarray(y))))
+            raise ValueError(f"data contain {bad} non-finite value(s) (NaN or inf)")
+        self.model = model
+        self.y = jnp.asarray(y, dtype=jnp.result_type(float))
+        priors = model.all_priors
+        self.names = tuple(priors)
+        self.sizes = tuple(p.unconstrained_size for p in priors.values())
+        predicted = jax.eval_shape(self.predict, jnp.zeros(self.dim))
+        if tuple(predicted.shape) != tuple(self.y.shape):
+            raise ValueError(
+                f"data have shape {tuple(self.y.shape)}, but the forward model predicts shape {tuple(predicted.shape)}"
+            )
+        if not isinstance(y, jax.core.Tracer):
+            model.likelihood.validate(self.y)
+
+    # -- layout ------------------------------------------------------------------
+    @property
+    def priors(self) -> dict[str, Prior]:
+        return self.model.all_priors
+
+    @property
+    def dim(self) -> int:
+        """Dimension of the unconstrained vector ``z``."""
+        return int(sum(self.sizes))
+
+    @property
+    def n_data(self) -> int:
+        """Number of data points."""
+        return int(self.y.size)
+
+    @property
+    def is_proper(self) -> bool:
+        """True when every prior is normalised (evidence is then defined)."""
+        return all(p.is_proper for p in self.priors.values())
+
+    def unravel(self, z) -> dict[str, jax.Array]:
+        """Split ``z`` into ``{name: unconstrained array}``."""
+        out, start = {}, 0
+        for (name, prior), size in zip(self.priors.items(), self.sizes):
+            out[name] = jnp.reshape(z[start : start + size], prior.unconstrained_shape)
+            start += size
+        return out
+
+    def constrain(self, z) -> dict[str, jax.Array]:
+        """Map ``z`` to ``{name: parameter value}`` in physical units."""
+        u = self.unravel(z)
+        return {name: prior.constrain(u[name]) for name, prior in self.priors.items()}
+
+    def unconstrain(self, params: dict) -> jax.Array:
+        """Inverse of :meth:`constrain`: a dict of parameter values to ``z``."""
+        missing = set(self.names) - set(params)
+        if missing:
+            raise ValueError(f"missing parameter value(s): {sorted(missing)}")
+        parts = []
+        for name, prior in self.priors.items():
+            x = jnp.asarray(params[name], dtype=jnp.result_type(float))
+            if x.shape != prior.shape:
+                raise ValueError(f"parameter {name!r} has shape {x.shape}, expected {prior.shape}")
+            parts.append(jnp.ravel(prior.unconstrain(x)))
+        return jnp.concatenate(parts)
+
+    # -- densities ---------------------------------------------------------------
+    def _forward_params(self, params):
+        return {k: params[k] for k in self.model.priors}
+
+    def predict(self, z) -> jax.Array:
+        """Forward-model prediction at ``z``."""
+        fwd = self._forward_params(self.constrain(z))
+        return self.model.forward(fwd)
+
+    def log_prior(self, z) -> jax.Array:
+        """Prior log-density of ``z`` (includes the log-Jacobian of the transforms)."""
+        u = self.unravel(z)
+        return sum(prior.log_density_unconstrained(u[name]) for name, prior in self.priors.items())
+
+    def pointwise_log_likelihood(self, z) -> jax.Array:
+        """``log p(y_i | theta(z))`` per datum (for LOO/WAIC)."""
+        params = self.constrain(z)
+        fwd = self._forward_params(params)
+        return self.model.likelihood.pointwise_log_prob(self.y, self.model.forward(fwd), params)
+
+    def log_likelihood(self, z) -> jax.Array:
+        """``log p(y | theta(z))``."""
+        return jnp.sum(self.pointwise_log_likelihood(z))
+
+    def log_density(self, z) -> jax.Array:
+        """Unnormalised log posterior density of ``z``."""
+        return self.log_likelihood(z) + self.log_prior(z)
+
+    def energy(self, z) -> jax.Array:
+        """``-log_density(z)``."""
+        return -self.log_density(z)
+
+    def map_energy(self, z) -> jax.Array:
+        """``-log L - log p(theta(z))`` without the log-Jacobian: minus the log posterior
+        density in parameter space, whose minimum is the MAP in physical units
+        (the least-squares solution under flat priors), evaluated through ``z``."""
+        params = self.constrain(z)
+        return -self.log_likelihood(z) - self._log_prior_parameter_space(params)
+
+    def _log_prior_parameter_space(self, params):
+        return sum(prior.log_prob(params[name]) for name, prior in self.priors.items())
+
+    def tempered_energy(self, z, beta) -> jax.Array:
+        """``E_beta(z) = -beta log L(z) - log p_z(z)``; beta=0 prior, beta=1 posterior."""
+        return -beta * self.log_likelihood(z) - self.log_prior(z)
+
+    # -- least-squares structure ---------------------------------------------------
+    @property
+    def least_squares(self) -> bool:
+        """True when ``-log L = 1/2 |r(z)|^2 + c(z)`` with standardised residuals ``r``."""
+        return self.model.likelihood.least_squares
+
+    def least_squares_parts(self, z, jacobian: bool = True):
+        """``(r, g)`` with ``energy(z) = 1/2 |r|^2 + g`` (``map_energy`` when
+        ``jacobian=False``): flattened standardised residuals and the rest (noise
+        normalisation, prior, log-Jacobian), kept apart to avoid cancellation."""
+        if not self.least_squares:
+            raise ValueError(f"{type(self.model.likelihood).__name__} likelihood has no least-squares form")
+        params = self.constrain(z)
+        fwd = self._forward_params(params)
+        r, c = self.model.likelihood.least_squares_parts(self.y, self.model.forward(fwd), params)
+        if jacobian:
+            rest = c - self.log_prior(z)
+        else:
+            rest = c - self._log_prior_parameter_space(params)
+        return jnp.ravel(r), rest
+
+    def residuals(self, z) -> jax.Array:
+        """Standardised residuals ``r(z)`` (flattened) of a least-squares likelihood."""
+        return self.least_squares_parts(z)[0]
+
+    def rss(self, z) -> jax.Array:
+        """Unweighted residual sum of squares ``sum (y - f)^2``."""
+        return jnp.sum((self.y - self.predict(z)) ** 2)
+
+    # -- starting points -------------------------------------------------------------
+    def init(self, key, n: int) -> jax.Array:
+        """``n`` draws from the prior, in unconstrained space: shape ``(n, dim)``."""
+        flat = [name for name, p in self.priors.items() if not p.is_proper]
+        if flat:
+            raise ValueError(f"parameters {flat} have improper Flat priors and cannot be drawn; pass init= explicitly")
+        keys = jax.random.split(key, len(self.names))
+        parts = []
+        for k, (name, prior) in zip(keys, self.priors.items()):
+            x = prior.sample(k, n)
+            u = jax.vmap(prior.unconstrain)(x)
+            parts.append(jnp.reshape(u, (n, -1)))
+        return jnp.concatenate(parts, axis=1)
+
+    def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
+        return {name: p.shape for name, p in self.priors.items()}
+
+
+def n_parameters(post: Posterior) -> int:
+    """Number of scalar parameters (constrained)."""
+    return int(sum(math.prod(s) for s in post.parameter_shapes().values()))
