@@ -107,7 +107,11 @@ class Posterior(eqx.Module):
     # -- layout ------------------------------------------------------------------
     @property
     def priors(self) -> dict[str, Prior]:
-        return self.model.all_priors
+        """``{name: prior}`` in the fixed order of ``z``.  (The order is kept in
+        the static ``names``: pytree flattening sorts dict keys, so a dict's own
+        order does not survive ``jit``.)"""
+        priors = self.model.all_priors
+        return {name: priors[name] for name in self.names}
 
     @property
     def dim(self) -> int:

@@ -30,7 +30,14 @@ import jax
 import jax.numpy as jnp
 import numpyro.distributions as npd
 from numpyro.distributions import constraints
-from numpyro.distributions.transforms import ComposeTransform, OrderedTransform, biject_to
+from numpyro.distributions.transforms import (
+    AffineTransform,
+    ComposeTransform,
+    ExpTransform,
+    OrderedTransform,
+    SigmoidTransform,
+    biject_to,
+)
 
 __all__ = [
     "Prior",
@@ -107,7 +114,7 @@ class Prior(eqx.Module):
     @property
     def transform(self):
         """numpyro transform from unconstrained space to the support."""
-        base = biject_to(self.support)
+        base = _natural_bijection(self.distribution) or biject_to(self.support)
         if self.ordered:
             return ComposeTransform([OrderedTransform(), base])
         return base
@@ -155,6 +162,22 @@ class Prior(eqx.Module):
         if self.ordered:
             x = jnp.sort(x, axis=-1)
         return x
+
+
+def _natural_bijection(distribution):
+    """A better-conditioned map than ``biject_to(support)`` where one is known.
+
+    LogUniform(low, high): ``x = exp(log low + log(high/low) sigmoid(u))`` -- the
+    sigmoid acts on log x, so that u moves in relative (scale) units, not in a
+    linear interval spanning many decades.
+    """
+    base = distribution.base_dist if isinstance(distribution, npd.ExpandedDistribution) else distribution
+    if isinstance(base, npd.LogUniform):
+        log_low = jnp.log(base.low)
+        return ComposeTransform(
+            [SigmoidTransform(), AffineTransform(log_low, jnp.log(base.high) - log_low), ExpTransform()]
+        )
+    return None
 
 
 def as_prior(p) -> Prior:

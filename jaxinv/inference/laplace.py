@@ -55,16 +55,20 @@ class Laplace(eqx.Module):
     def free_energy(self):
         return -self.log_evidence
 
+    def sample_unconstrained(self, key, shape=(1000,)) -> jax.Array:
+        """Draws of ``z ~ N(mode, covariance)``, shape ``(*shape, dim)``."""
+        chol = jnp.linalg.cholesky(self.covariance)
+        if not bool(jnp.all(jnp.isfinite(chol))):
+            raise ValueError("the Hessian at the mode is not positive definite: no Gaussian to draw from")
+        eps = jax.random.normal(key, tuple(shape) + (self.mode.size,), dtype=self.mode.dtype)
+        return self.mode + eps @ chol.T
+
     def sample(self, key, n_draws: int = 2000, n_chains: int = 1) -> Result:
         """Draws of the constrained parameters from the Gaussian approximation,
         as a ``Result`` (method ``"laplace"``, shape ``(n_chains, n_draws, ...)``)."""
         if self.posterior is None:
             raise ValueError("this Laplace approximation has no posterior attached (loaded from disk?)")
-        chol = jnp.linalg.cholesky(self.covariance)
-        if not bool(jnp.all(jnp.isfinite(chol))):
-            raise ValueError("the Hessian at the mode is not positive definite: no Gaussian to draw from")
-        eps = jax.random.normal(key, (n_chains, n_draws, self.mode.size), dtype=self.mode.dtype)
-        z = self.mode + eps @ chol.T
+        z = self.sample_unconstrained(key, (n_chains, n_draws))
         params = jax.vmap(jax.vmap(self.posterior.constrain))(z)
         return Result(
             params=params,

@@ -1,0 +1,120 @@
+"""The ``jaxinv`` command.
+
+    jaxinv problems
+    jaxinv run PROBLEM [--data PATH] [--method laplace] [--select 1..3] [--seed N]
+                       [--out DIR] [--n-starts N] [--quiet]
+
+``run`` fits every candidate model of the problem, compares their free energies,
+prints a table, and writes ``DIR/summary.json``, ``DIR/posterior.nc`` (the
+selected model) and the problem's PNG figures.  Errors are one line on stderr
+with exit status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+import warnings
+from pathlib import Path
+
+import jax
+
+from .problem import available_problems, load_problem
+from .report import format_table, summary_dict, write_summary
+from .selection import select
+
+METHODS = ("laplace",)
+
+
+def _parse_select(text: str | None):
+    """``"1..3"`` -> [1, 2, 3]; ``"1,3"`` -> [1, 3]."""
+    if text is None:
+        return None
+    try:
+        if ".." in text:
+            lo, hi = (int(v) for v in text.split("..", 1))
+            values = list(range(lo, hi + 1))
+        else:
+            values = [int(v) for v in text.split(",")]
+    except ValueError:
+        raise ValueError(f"--select expects a range like 1..3 or a list like 1,2,4, got {text!r}") from None
+    if not values or min(values) < 1:
+        raise ValueError(f"--select needs component counts >= 1, got {text!r}")
+    return values
+
+
+def _progress(enabled: bool, message: str) -> None:
+    if enabled:
+        print(message, file=sys.stderr, flush=True)
+
+
+def run(args) -> int:
+    problem = load_problem(args.problem)
+    data = problem.load_data(Path(args.data)) if args.data else problem.default_data()
+    options = {}
+    components = _parse_select(args.select)
+    if components is not None:
+        options["n_components"] = components
+    models = problem.models(data, **options)
+    show = not args.quiet and sys.stderr.isatty()
+    _progress(show, f"fitting {len(models)} model(s) of {problem.name} ({args.method}, {args.n_starts} starts each)")
+    key = jax.random.key(args.seed)
+    fit_key, draw_key = jax.random.split(key)
+    names = list(models)
+    ks = {n: (problem.n_components(n) if problem.n_components else None) for n in names}
+    selection = select(models, data.y, fit_key, method=args.method, n_components=ks, n_starts=args.n_starts)
+    draws = {}
+    for name, k in zip(names, jax.random.split(draw_key, len(names))):
+        approx = selection.results[name].laplace
+        if approx is not None and bool(jax.numpy.isfinite(approx.log_evidence)):
+            draws[name] = approx.sample(k, n_draws=args.draws)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = summary_dict(problem.name, args.method, args.seed, selection, draws)
+    write_summary(out / "summary.json", summary)
+    chosen = selection.selected
+    (draws.get(chosen) or selection.results[chosen]).save(out / "posterior.nc")
+    written = problem.figures(selection, data, out) if problem.figures else []
+    print(f"{problem.name}: {data.meta.get('source', 'data')}  (n = {data.y.size})")
+    print(format_table(selection))
+    print(f"wrote {out / 'summary.json'}, {out / 'posterior.nc'}" + "".join(f", {p}" for p in written))
+    return 0
+
+
+def list_problems(args) -> int:
+    for name, description in available_problems().items():
+        print(f"{name:24s} {description}")
+    return 0
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="jaxinv", description="Bayesian measurement with JAX")
+    sub = parser.add_subparsers(dest="command", required=True)
+    sub.add_parser("problems", help="list the installed problems").set_defaults(func=list_problems)
+    r = sub.add_parser("run", help="fit a problem's models and select by free energy")
+    r.add_argument("problem")
+    r.add_argument("--data", help="the problem's data file or folder (default: embedded data)")
+    r.add_argument("--method", default="laplace", choices=METHODS, help="inference method")
+    r.add_argument("--select", help="component counts to compare, e.g. 1..3")
+    r.add_argument("--seed", type=int, default=0)
+    r.add_argument("--out", default="runs/latest", help="output folder")
+    r.add_argument("--n-starts", type=int, default=32, help="optimiser starts per model")
+    r.add_argument("--draws", type=int, default=4000, help="Laplace draws for posterior summaries")
+    r.add_argument("--quiet", action="store_true", help="no progress messages")
+    r.set_defaults(func=run)
+    return parser
+
+
+def main(argv=None) -> int:
+    args = build_parser().parse_args(argv)
+    try:
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", FutureWarning)
+            return args.func(args)
+    except (ValueError, TypeError, FileNotFoundError, OSError) as err:
+        print(f"jaxinv: error: {err}", file=sys.stderr)
+        return 2
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,74 @@
+"""Figures shared by problems: free energy per model, data with fitted curves."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import jax
+import numpy as np
+
+from .selection import Selection
+
+__all__ = ["plot_free_energy", "plot_fit"]
+
+
+def _pyplot():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def plot_free_energy(selection: Selection, path) -> Path:
+    """Free energy F (nats) of each model, the selected one highlighted."""
+    plt = _pyplot()
+    names = list(selection.results)
+    f = np.array([selection.free_energies[n] for n in names])
+    se = np.array([float(selection.results[n].free_energy_se) for n in names])
+    chosen = selection.selected
+    fig, ax = plt.subplots(figsize=(5.5, 3.5))
+    colors = ["tab:red" if n == chosen else "tab:blue" for n in names]
+    ax.errorbar(range(len(names)), f, yerr=se, fmt="none", ecolor="k", capsize=3)
+    ax.scatter(range(len(names)), f, c=colors, zorder=3)
+    ax.set_xticks(range(len(names)), names)
+    ax.set_ylabel("free energy F = -log p(y|M)  [nats]")
+    ax.set_title(f"model selection: {chosen} (lowest F)")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)
+
+
+def plot_fit(selection: Selection, x, y, path, *, xlabel="x", ylabel="y", logx=False, key=None, n_draws=400) -> Path:
+    """Data with every model's MAP curve, a 90% band of the selected model from
+    its Laplace approximation, and residuals of the selected model below."""
+    plt = _pyplot()
+    x, y = np.asarray(x), np.asarray(y)
+    chosen = selection.selected
+    fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.5, 5.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
+    top.plot(x, y, "ko", label="data", zorder=4)
+    for name, res in selection.results.items():
+        post = res.laplace.posterior
+        z_map = post.unconstrain(res.params)
+        top.plot(x, np.asarray(post.predict(z_map)), "-" if name == chosen else "--", label=name)
+        if name == chosen:
+            resid = y - np.asarray(post.predict(z_map))
+            if np.isfinite(float(res.log_evidence)):
+                zs = res.laplace.sample_unconstrained(jax.random.key(0) if key is None else key, (n_draws,))
+                pred = np.asarray(jax.vmap(post.predict)(zs))
+                lo, hi = np.quantile(pred, [0.05, 0.95], axis=0)
+                top.fill_between(x, lo, hi, alpha=0.25, label=f"{name} 90% band")
+    bottom.axhline(0.0, color="0.5", lw=0.8)
+    bottom.plot(x, resid, "ko")
+    bottom.set_ylabel("residual")
+    bottom.set_xlabel(xlabel)
+    top.set_ylabel(ylabel)
+    top.legend(fontsize=8)
+    if logx:
+        bottom.set_xscale("log")
+    fig.tight_layout()
+    fig.savefig(path, dpi=120)
+    plt.close(fig)
+    return Path(path)

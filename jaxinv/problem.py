@@ -1,0 +1,101 @@
+"""Reference problems: a dataset, its candidate models and its figures.
+
+A problem package registers a :class:`Problem` under the entry-point group
+``jaxinv.problems``; the ``jaxinv`` command finds it there, so the framework
+never imports a particular problem and third-party packages can add their own::
+
+    [project.entry-points."jaxinv.problems"]
+    my-problem = "my_package.my_module:problem"
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any, Callable
+
+import numpy as np
+
+from .model import Model
+
+__all__ = ["Dataset", "Problem", "available_problems", "load_problem"]
+
+ENTRY_POINT_GROUP = "jaxinv.problems"
+
+
+@dataclass(frozen=True)
+class Dataset:
+    """One measured dataset.
+
+    Attributes:
+        x: the independent variable(s) the forward model needs (e.g. delays in s).
+        y: the observations (what the likelihood scores).
+        sigma: per-point standard errors when the source gives them, else ``None``.
+        meta: free-form provenance and units (``{"source": ..., "x_unit": ...}``).
+    """
+
+    x: Any
+    y: np.ndarray
+    sigma: np.ndarray | None = None
+    meta: dict = field(default_factory=dict)
+
+    def __post_init__(self):
+        y = np.asarray(self.y, dtype=float)
+        if y.size == 0:
+            raise ValueError("dataset is empty")
+        if not np.all(np.isfinite(y)):
+            raise ValueError(f"dataset contains {int(np.sum(~np.isfinite(y)))} non-finite observation(s)")
+        if self.sigma is not None:
+            s = np.asarray(self.sigma, dtype=float)
+            if s.shape != y.shape:
+                raise ValueError(f"sigma has shape {s.shape}, observations have shape {y.shape}")
+            if not np.all(np.isfinite(s)) or np.any(s <= 0):
+                raise ValueError("sigma must be positive and finite for every point")
+
+
+@dataclass(frozen=True)
+class Problem:
+    """A reference problem.
+
+    Attributes:
+        name: command-line name (``jaxinv run NAME``).
+        description: one line for ``jaxinv problems``.
+        models: ``(dataset, **options) -> {model name: Model}``, the candidates.
+        default_data: ``() -> Dataset``, the embedded dataset.
+        load_data: ``(path) -> Dataset``, a user's file or folder.
+        figures: ``(selection, dataset, out_dir) -> list of written paths``.
+        n_components: ``(model name) -> K`` for the summary (optional).
+    """
+
+    name: str
+    description: str
+    models: Callable[..., dict[str, Model]]
+    default_data: Callable[[], Dataset]
+    load_data: Callable[[Path], Dataset]
+    figures: Callable[..., list] | None = None
+    n_components: Callable[[str], int | None] | None = None
+
+
+def _entry_points():
+    return {ep.name: ep for ep in entry_points(group=ENTRY_POINT_GROUP)}
+
+
+def available_problems() -> dict[str, str]:
+    """``{name: description}`` of every registered problem."""
+    out = {}
+    for name, ep in sorted(_entry_points().items()):
+        out[name] = ep.load().description
+    return out
+
+
+def load_problem(name: str) -> Problem:
+    """The registered problem called ``name``."""
+    eps = _entry_points()
+    if name not in eps:
+        known = ", ".join(sorted(eps)) or "none installed"
+        raise ValueError(f"unknown problem {name!r} (available: {known})")
+    problem = eps[name].load()
+    if not isinstance(problem, Problem):
+        raise TypeError(f"entry point {name!r} does not point to a jaxinv.Problem")
+    return problem

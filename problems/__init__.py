@@ -1,0 +1,1 @@
+"""Reference problems for jaxinv, each built on the public API only."""
