@@ -10,12 +10,18 @@ from . import likelihoods, priors
 from ._config import precision, set_precision
 from .inference import Laplace, laplace, map_estimate
 from .model import Model, Posterior
+from .problem import Dataset, Problem
 from .results import Result
+from .selection import Selection, select
 
 __version__ = "0.1.0"
 
 __all__ = [
+    "Dataset",
     "Laplace",
+    "Problem",
+    "Selection",
+    "select",
     "Model",
     "Posterior",
     "Result",

@@ -39,7 +39,7 @@ import numpy as np
 import jaxinv as ji
 from jaxinv.physics import InversionRecovery
 from jaxinv.plotting import plot_fit, plot_free_energy
-from jaxinv.problem import Dataset, Problem
+from jaxinv import Dataset, Problem
 
 DEFAULT_EXPERIMENT = "dnplab_odnp_t1_304"
 _UNITS = {"": 1.0, "s": 1.0, "m": 1e-3, "ms": 1e-3, "u": 1e-6, "us": 1e-6}

@@ -73,7 +73,8 @@ def _run_optax(energy, z0, opt, max_steps: int, gtol: float):
     """Minimise ``energy`` from ``z0`` with ``opt``; L-BFGS-style optimisers get the
     value function for their line search."""
     value_and_grad = optax.value_and_grad_from_state(energy)
-    uses_linesearch = isinstance(opt, optax.GradientTransformationExtraArgs)
+    # line-search optimisers (optax.lbfgs) keep the value and gradient in their state
+    uses_linesearch = otu.tree_get(opt.init(z0), "value") is not None
 
     def step(carry):
         z, state, it = carry
@@ -90,7 +91,7 @@ def _run_optax(energy, z0, opt, max_steps: int, gtol: float):
         grad = otu.tree_get(state, "grad")
         if grad is None:
             grad = jax.grad(energy)(z)
-        small = otu.tree_l2_norm(grad) < gtol
+        small = otu.tree_norm(grad) < gtol
         return (it == 0) | ((it < max_steps) & ~small & jnp.all(jnp.isfinite(z)))
 
     z, _, it = jax.lax.while_loop(keep_going, step, (z0, opt.init(z0), jnp.asarray(0)))

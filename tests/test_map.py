@@ -1,0 +1,122 @@
+"""MAP, Laplace standard errors and the Laplace evidence against exact references."""
+
+import math
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxinv as ji
+from jaxinv.physics import InversionRecovery, MultiExponential
+
+
+def test_laplace_evidence_exact_for_linear_gaussian():
+    """y = A w + e, w ~ N(m0, S0), e ~ N(0, s^2 I): log p(y) = log N(y | A m0, s^2 I + A S0 A^T)."""
+    x = jnp.linspace(-1.0, 1.0, 15)
+    design = jnp.stack([jnp.ones_like(x), x, x**2], axis=1)
+    m0, s0, s = jnp.array([0.5, -1.0, 0.2]), jnp.array([1.0, 2.0, 0.5]), 0.3
+    y = design @ jnp.array([0.8, -0.4, 1.1]) + s * jnp.sin(11 * x)
+    model = ji.Model(lambda p: design @ p["w"], {"w": ji.priors.Normal(m0, s0, shape=3)}, ji.likelihoods.Normal(sigma=s))
+    fit = ji.map_estimate(model.condition(y), jax.random.key(0), n_starts=4)
+    cov = s**2 * jnp.eye(15) + design @ jnp.diag(s0**2) @ design.T
+    exact = jax.scipy.stats.multivariate_normal.logpdf(y, design @ m0, cov)
+    assert float(fit.log_evidence) == pytest.approx(float(exact), abs=1e-9)
+    assert float(fit.free_energy) == pytest.approx(-float(exact), abs=1e-9)
+    # posterior covariance is exact too
+    post_cov = jnp.linalg.inv(design.T @ design / s**2 + jnp.diag(1 / s0**2))
+    np.testing.assert_allclose(fit.laplace.standard_errors["w"], jnp.sqrt(jnp.diag(post_cov)), rtol=1e-8)
+
+
+def test_laplace_evidence_matches_quadrature_with_transforms():
+    """1-parameter nonlinear model with a LogUniform prior: Laplace free energy within
+    a few % of the evidence by numerical quadrature (it is an approximation)."""
+    from scipy import integrate
+
+    t = jnp.linspace(0.05, 3.0, 25)
+    y = jnp.exp(-t / 0.7) + 0.02 * jnp.cos(13 * t)
+    model = ji.Model(lambda p: jnp.exp(-t / p["tau"]), {"tau": ji.priors.LogUniform(0.01, 100.0)},
+                     ji.likelihoods.Normal(sigma=0.02))
+    post = model.condition(y)
+    fit = ji.map_estimate(post, jax.random.key(0), n_starts=8)
+    shift = float(post.energy(fit.laplace.mode))
+    f = lambda u: math.exp(-(float(post.energy(jnp.array([u]))) - shift))
+    z_mode = float(fit.laplace.mode[0])
+    val, _ = integrate.quad(f, z_mode - 1.0, z_mode + 1.0, points=[z_mode], limit=200)
+    exact = math.log(val) - shift
+    assert float(fit.log_evidence) == pytest.approx(exact, abs=0.02)
+
+
+@pytest.mark.parametrize("seed", [0, 1])
+def test_map_recovers_synthetic_relaxation_within_error_bars(seed):
+    tau = jnp.geomspace(0.01, 20.0, 30)
+    truth = {"inversion_efficiency": 0.93, "equilibrium_magnetization": 1.0, "relaxation_time": 1.7}
+    sigma = 0.01
+    y = InversionRecovery(tau)(truth) + sigma * jax.random.normal(jax.random.key(100 + seed), tau.shape)
+    model = ji.Model(
+        InversionRecovery(tau),
+        {"inversion_efficiency": ji.priors.Uniform(0.0, 1.0),
+         "equilibrium_magnetization": ji.priors.Uniform(0.0, 2.0),
+         "relaxation_time": ji.priors.LogUniform(1e-3, 1e3)},
+        ji.likelihoods.Normal(sigma=sigma),
+    )
+    fit = ji.map_estimate(model.condition(y), jax.random.key(seed), n_starts=16)
+    for name, value in truth.items():
+        err = float(fit.laplace.standard_errors[name])
+        assert 0 < err < 0.1
+        assert abs(float(fit.params[name]) - value) < 4 * err, name
+
+
+def test_map_two_components_ordered_and_selected_by_free_energy():
+    t = jnp.geomspace(0.01, 50.0, 60)
+    truth = {"amplitude": jnp.array([0.6, 0.4]), "time_constant": jnp.array([0.2, 5.0]), "offset": 0.0}
+    y = MultiExponential(t, 2)(truth) + 0.005 * jax.random.normal(jax.random.key(7), t.shape)
+
+    def make(k):
+        return ji.Model(
+            MultiExponential(t, k),
+            {"amplitude": ji.priors.Uniform(0.0, 1.5, shape=k),
+             "time_constant": ji.priors.LogUniform(5e-3, 5e2, shape=k, ordered=True) if k > 1
+             else ji.priors.LogUniform(5e-3, 5e2, shape=1),
+             "offset": ji.priors.Uniform(-0.2, 0.2)},
+            ji.likelihoods.Normal(sigma=0.005),
+        )
+
+    sel = ji.select({f"K={k}": make(k) for k in (1, 2, 3)}, y, jax.random.key(0), n_starts=24,
+                    n_components={"K=1": 1, "K=2": 2, "K=3": 3})
+    assert sel.selected == "K=2"
+    fit = sel.results["K=2"]
+    np.testing.assert_allclose(fit.params["time_constant"], truth["time_constant"], rtol=0.1)
+    assert sel.table[1]["K"] == 2 and sum(r["probability"] for r in sel.table) == pytest.approx(1.0)
+
+
+def test_explicit_init_and_adam():
+    x = jnp.linspace(0, 1, 10)
+    model = ji.Model(lambda p: p["a"] * x + p["b"], {"a": ji.priors.Normal(0, 10), "b": ji.priors.Normal(0, 10)},
+                     ji.likelihoods.Normal(sigma=0.1))
+    post = model.condition(2 * x + 1)
+    fit = ji.map_estimate(post, init=[{"a": 0.0, "b": 0.0}, {"a": 5.0, "b": -5.0}], optimizer="adam", max_steps=200)
+    assert fit.stats["energies"].shape == (2,)
+    assert float(fit.params["a"]) == pytest.approx(2.0, rel=1e-4)
+    with pytest.raises(ValueError, match="outside the prior support"):
+        ji.map_estimate(ji.Model(lambda p: p["s"] * x, {"s": ji.priors.HalfNormal(1.0)},
+                                 ji.likelihoods.Normal(sigma=0.1)).condition(x), init={"s": -1.0})
+
+
+def test_result_save_load_and_arviz(tmp_path):
+    x = jnp.linspace(0, 1, 10)
+    model = ji.Model(lambda p: p["a"] * x, {"a": ji.priors.Normal(0, 10)}, ji.likelihoods.Normal(sigma=0.1))
+    fit = ji.map_estimate(model.condition(2 * x), jax.random.key(0), n_starts=2)
+    draws = fit.laplace.sample(jax.random.key(1), n_draws=500, n_chains=2)
+    idata = draws.to_arviz()
+    assert idata.posterior["a"].shape == (2, 500)
+    assert "observed_data" in idata.groups() and "laplace" in idata.groups()
+    for res in (fit, draws):
+        path = res.save(tmp_path / f"{res.method}.nc")
+        back = ji.Result.load(path)
+        assert back.method == res.method and back.sample_dims == res.sample_dims
+        np.testing.assert_allclose(back.params["a"], res.params["a"])
+        assert float(back.log_evidence) == pytest.approx(float(res.log_evidence))
+        np.testing.assert_allclose(back.laplace.covariance, res.laplace.covariance)
+    with pytest.raises(ValueError, match="no result file"):
+        ji.Result.load(tmp_path / "missing.nc")

@@ -1,0 +1,129 @@
+"""Model/Posterior: gradients vs finite differences, jit/vmap consistency, bad input."""
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+import pytest
+
+import jaxinv as ji
+from jaxinv.physics import MultiExponential
+
+T = jnp.linspace(0.0, 5.0, 20)
+
+
+def forward(params):
+    return params["amplitude"] * jnp.exp(-T / params["time_constant"]) + 1.0
+
+
+PRIORS = {"time_constant": ji.priors.LogUniform(0.1, 10.0), "amplitude": ji.priors.Uniform(0.5, 5.0)}
+TRUTH = {"time_constant": 1.3, "amplitude": 2.0}
+CLEAN = forward(TRUTH)
+
+LIKELIHOODS = {
+    "normal-known": (ji.likelihoods.Normal(sigma=0.1), CLEAN + 0.1 * jnp.sin(7 * T)),
+    "normal-inferred": (ji.likelihoods.Normal(sigma=ji.priors.HalfNormal(1.0)), CLEAN + 0.1 * jnp.sin(7 * T)),
+    "studentt": (ji.likelihoods.StudentT(df=ji.priors.Exponential(0.1), sigma=0.2), CLEAN + 0.1 * jnp.sin(7 * T)),
+    "poisson": (ji.likelihoods.Poisson(), jnp.round(10 * CLEAN)),
+    "lognormal": (ji.likelihoods.LogNormal(sigma=ji.priors.LogUniform(0.01, 1.0)), CLEAN * jnp.exp(0.05 * jnp.cos(3 * T))),
+}
+
+
+def posterior(name):
+    lik, y = LIKELIHOODS[name]
+    fwd = (lambda p: 10 * forward(p)) if name == "poisson" else forward
+    return ji.Model(fwd, PRIORS, lik).condition(y)
+
+
+@pytest.mark.parametrize("name", list(LIKELIHOODS))
+def test_energy_gradients_match_finite_differences(name):
+    post = posterior(name)
+    z = post.init(jax.random.key(1), 3)
+    for energy in (post.energy, post.map_energy, lambda v: post.tempered_energy(v, 0.3)):
+        for zi in z:
+            grad = jax.grad(energy)(zi)
+            h = 1e-6
+            fd = jnp.array([(energy(zi + h * e) - energy(zi - h * e)) / (2 * h) for e in jnp.eye(post.dim)])
+            np.testing.assert_allclose(grad, fd, rtol=1e-6, atol=1e-6)
+
+
+@pytest.mark.parametrize("name", ["normal-inferred", "lognormal"])
+def test_least_squares_parts_add_up_to_energy(name):
+    post = posterior(name)
+    for z in post.init(jax.random.key(2), 4):
+        r, g = post.least_squares_parts(z)
+        assert float(0.5 * jnp.sum(r**2) + g) == pytest.approx(float(post.energy(z)), rel=1e-12)
+        r, g = post.least_squares_parts(z, jacobian=False)
+        assert float(0.5 * jnp.sum(r**2) + g) == pytest.approx(float(post.map_energy(z)), rel=1e-12)
+
+
+def test_energy_same_inside_jit_and_vmap():
+    """The layout of z must survive pytree flattening (which sorts dict keys)."""
+    post = posterior("normal-inferred")
+    assert post.names == ("time_constant", "amplitude", "sigma")  # not alphabetical
+    z = post.init(jax.random.key(0), 5)
+    eager = jnp.stack([post.energy(zi) for zi in z])
+    jitted = eqx.filter_jit(lambda p, zz: jax.vmap(p.energy)(zz))(post, z)
+    np.testing.assert_allclose(jitted, eager, rtol=1e-12)
+
+
+def test_tempered_energy_endpoints():
+    post = posterior("normal-known")
+    z = post.init(jax.random.key(3), 1)[0]
+    assert float(post.tempered_energy(z, 1.0)) == pytest.approx(float(post.energy(z)))
+    assert float(post.tempered_energy(z, 0.0)) == pytest.approx(float(-post.log_prior(z)))
+
+
+def test_constrain_unconstrain_round_trip():
+    post = posterior("normal-inferred")
+    params = {"time_constant": 2.0, "amplitude": 1.5, "sigma": 0.3}
+    back = post.constrain(post.unconstrain(params))
+    for k, v in params.items():
+        assert float(back[k]) == pytest.approx(v, rel=1e-12)
+
+
+def test_init_draws_inside_prior_support():
+    post = posterior("normal-known")
+    draws = jax.vmap(post.constrain)(post.init(jax.random.key(0), 200))
+    assert bool(jnp.all((draws["time_constant"] > 0.1) & (draws["time_constant"] < 10.0)))
+    assert post.n_data == 20
+
+
+def test_bad_input_errors():
+    model = ji.Model(forward, PRIORS, ji.likelihoods.Normal(sigma=0.1))
+    y = np.asarray(CLEAN)
+    with pytest.raises(ValueError, match="non-finite"):
+        model.condition(np.where(np.arange(20) == 3, np.nan, y))
+    with pytest.raises(ValueError, match="shape"):
+        model.condition(y[:10])
+    with pytest.raises(ValueError, match="empty"):
+        model.condition(np.array([]))
+    with pytest.raises(ValueError, match="positive"):
+        ji.likelihoods.Normal(sigma=-0.1)
+    with pytest.raises(ValueError, match="positive"):
+        ji.likelihoods.Normal(sigma=np.array([0.1, 0.0]))
+    with pytest.raises(ValueError, match="broadcast"):
+        ji.Model(forward, PRIORS, ji.likelihoods.Normal(sigma=np.ones(7))).condition(y)
+    with pytest.raises(ValueError, match="non-negative integer"):
+        ji.Model(forward, PRIORS, ji.likelihoods.Poisson()).condition(y - 5.0)
+    with pytest.raises(ValueError, match="strictly positive"):
+        ji.Model(forward, PRIORS, ji.likelihoods.LogNormal(sigma=0.1)).condition(y - 5.0)
+    with pytest.raises(ValueError, match="both"):
+        ji.Model(forward, {**PRIORS, "sigma": ji.priors.HalfNormal(1.0)},
+                 ji.likelihoods.Normal(sigma=ji.priors.HalfNormal(1.0)))
+
+
+def test_prior_that_excludes_the_data():
+    """A model that cannot produce finite energy anywhere in its prior is reported."""
+    def broken(params):
+        return jnp.log(-params["amplitude"]) * jnp.ones_like(T)  # NaN for every amplitude > 0
+
+    post = ji.Model(broken, {"amplitude": ji.priors.Uniform(0.5, 5.0)}, ji.likelihoods.Normal(sigma=0.1)).condition(CLEAN)
+    with pytest.raises(ValueError, match="non-finite energy"):
+        ji.map_estimate(post, jax.random.key(0), n_starts=4)
+
+
+def test_multiexponential_gradients_through_physics():
+    model = MultiExponential(T, n_components=2)
+    p = {"amplitude": jnp.array([1.0, 0.5]), "time_constant": jnp.array([0.3, 2.0]), "offset": 0.1}
+    np.testing.assert_allclose(model(p), 1.0 * jnp.exp(-T / 0.3) + 0.5 * jnp.exp(-T / 2.0) + 0.1, rtol=1e-12)
