@@ -13,6 +13,7 @@
 
 from __future__ import annotations
 
+import functools
 from typing import Any
 
 import equinox as eqx
@@ -59,14 +60,18 @@ def _starting_points(post: Posterior, key, n_starts: int, init) -> jax.Array:
     return z0
 
 
+@functools.lru_cache(maxsize=None)
+def _named_optimizer(name: str) -> optax.GradientTransformation:
+    # cached so that repeated calls reuse one compiled solver
+    if name == "lbfgs":
+        return optax.lbfgs()
+    if name == "adam":
+        return optax.adam(1e-2)
+    raise ValueError(f"unknown optimizer {name!r}: use 'lbfgs', 'adam' or an optax GradientTransformation")
+
+
 def _optimizer(optimizer) -> optax.GradientTransformation:
-    if isinstance(optimizer, str):
-        if optimizer == "lbfgs":
-            return optax.lbfgs()
-        if optimizer == "adam":
-            return optax.adam(1e-2)
-        raise ValueError(f"unknown optimizer {optimizer!r}: use 'lbfgs', 'adam' or an optax GradientTransformation")
-    return optimizer
+    return _named_optimizer(optimizer) if isinstance(optimizer, str) else optimizer
 
 
 def _run_optax(energy, z0, opt, max_steps: int, gtol: float):
@@ -96,6 +101,29 @@ def _run_optax(energy, z0, opt, max_steps: int, gtol: float):
 
     z, _, it = jax.lax.while_loop(keep_going, step, (z0, opt.init(z0), jnp.asarray(0)))
     return z, it
+
+
+@eqx.filter_jit
+def _solve(post: Posterior, z0, opt, max_steps: int, gtol: float, polish: bool, polish_steps: int):
+    """All starts at once: optax stage, then LM polish (see module docstring)."""
+    energy = post.map_energy
+    parts = (lambda z: post.least_squares_parts(z, jacobian=False)) if post.least_squares else None
+    z1, it1 = jax.vmap(lambda z: _run_optax(energy, z, opt, max_steps, gtol))(z0)
+    e0, e1 = jax.vmap(energy)(z0), jax.vmap(energy)(z1)
+    better = jnp.isfinite(e1) & ~(e1 > e0)
+    z1 = jnp.where(better[:, None], z1, z0)
+    if polish:
+        # polish both the optimiser's end point and the raw start: L-BFGS can
+        # wander on badly scaled problems where LM from the start does not
+        polish_one = jax.vmap(lambda z: lm.run(energy, z, parts, max_steps=polish_steps))
+        a, b = polish_one(z1), polish_one(z0)
+        take_b = b.energy < a.energy
+        pick = lambda x, y: jnp.where(take_b.reshape(take_b.shape + (1,) * (x.ndim - 1)), y, x)
+        best = jax.tree_util.tree_map(pick, a, b)
+        return best.z, best.energy, it1, best.n_steps, best.converged
+    e1 = jax.vmap(energy)(z1)
+    e1 = jnp.where(jnp.isfinite(e1), e1, jnp.inf)
+    return z1, e1, it1, jnp.zeros_like(it1), jnp.ones_like(it1, dtype=bool)
 
 
 @eqx.filter_jit
@@ -154,28 +182,7 @@ def map_estimate(
     z0 = _starting_points(post, key, n_starts, init)
     opt = _optimizer(optimizer)
 
-    @eqx.filter_jit
-    def solve(post, z0):
-        energy = post.map_energy
-        parts = (lambda z: post.least_squares_parts(z, jacobian=False)) if post.least_squares else None
-        z1, it1 = jax.vmap(lambda z: _run_optax(energy, z, opt, max_steps, gtol))(z0)
-        e0, e1 = jax.vmap(energy)(z0), jax.vmap(energy)(z1)
-        better = jnp.isfinite(e1) & ~(e1 > e0)
-        z1 = jnp.where(better[:, None], z1, z0)
-        if polish:
-            # polish both the optimiser's end point and the raw start: L-BFGS can
-            # wander on badly scaled problems where LM from the start does not
-            polish_one = jax.vmap(lambda z: lm.run(energy, z, parts, max_steps=polish_steps))
-            a, b = polish_one(z1), polish_one(z0)
-            take_b = b.energy < a.energy
-            pick = lambda x, y: jnp.where(take_b.reshape(take_b.shape + (1,) * (x.ndim - 1)), y, x)
-            best = jax.tree_util.tree_map(pick, a, b)
-            return best.z, best.energy, it1, best.n_steps, best.converged
-        e1 = jax.vmap(energy)(z1)
-        e1 = jnp.where(jnp.isfinite(e1), e1, jnp.inf)
-        return z1, e1, it1, jnp.zeros_like(it1), jnp.ones_like(it1, dtype=bool)
-
-    z, energies, opt_steps, lm_steps, converged = solve(post, z0)
+    z, energies, opt_steps, lm_steps, converged = _solve(post, z0, opt, max_steps, gtol, polish, polish_steps)
     if not bool(jnp.any(jnp.isfinite(energies))):
         raise ValueError(
             "every start has a non-finite energy: the prior may exclude the data, or the forward "
