@@ -2,7 +2,7 @@
 
     jaxinv problems
     jaxinv run PROBLEM [--data PATH] [--method laplace] [--select 1..3] [--seed N]
-                       [--out DIR] [--n-starts N] [--quiet]
+                       [--out DIR] [--n-starts N] [--option KEY=VALUE ...] [--quiet]
 
 ``run`` fits every candidate model of the problem, compares their free energies,
 prints a table, and writes ``DIR/summary.json``, ``DIR/posterior.nc`` (the
@@ -43,6 +43,22 @@ def _parse_select(text: str | None):
     return values
 
 
+def _parse_options(items) -> dict:
+    """``["noise=spectral", "stretched=False"]`` -> ``{"noise": "spectral", "stretched": False}``."""
+    import ast
+
+    options = {}
+    for item in items or ():
+        key, sep, value = item.partition("=")
+        if not sep or not key.strip():
+            raise ValueError(f"--option expects KEY=VALUE, got {item!r}")
+        try:
+            options[key.strip()] = ast.literal_eval(value)
+        except (ValueError, SyntaxError):
+            options[key.strip()] = value
+    return options
+
+
 def _progress(enabled: bool, message: str) -> None:
     if enabled:
         print(message, file=sys.stderr, flush=True)
@@ -51,18 +67,24 @@ def _progress(enabled: bool, message: str) -> None:
 def run(args) -> int:
     problem = load_problem(args.problem)
     data = problem.load_data(Path(args.data)) if args.data else problem.default_data()
-    options = {}
+    options = _parse_options(args.option)
     components = _parse_select(args.select)
     if components is not None:
         options["n_components"] = components
-    models = problem.models(data, **options)
+    try:
+        models = problem.models(data, **options)
+    except TypeError as err:
+        raise ValueError(f"{problem.name} does not take these options: {err}") from None
     show = not args.quiet and sys.stderr.isatty()
     _progress(show, f"fitting {len(models)} model(s) of {problem.name} ({args.method}, {args.n_starts} starts each)")
     key = jax.random.key(args.seed)
     fit_key, draw_key = jax.random.split(key)
     names = list(models)
     ks = {n: (problem.n_components(n) if problem.n_components else None) for n in names}
-    selection = select(models, data.y, fit_key, method=args.method, n_components=ks, n_starts=args.n_starts)
+    selection = select(
+        models, data.y, fit_key, method=args.method, n_components=ks, n_starts=args.n_starts,
+        progress=lambda name: _progress(show, f"  {name} ..."),
+    )
     draws = {}
     for name, k in zip(names, jax.random.split(draw_key, len(names))):
         approx = selection.results[name].laplace
@@ -96,6 +118,8 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--data", help="the problem's data file or folder (default: embedded data)")
     r.add_argument("--method", default="laplace", choices=METHODS, help="inference method")
     r.add_argument("--select", help="component counts to compare, e.g. 1..3")
+    r.add_argument("--option", action="append", metavar="KEY=VALUE",
+                   help="problem option passed to its models(), e.g. noise=spectral (repeatable)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--out", default="runs/latest", help="output folder")
     r.add_argument("--n-starts", type=int, default=32, help="optimiser starts per model")

@@ -14,7 +14,6 @@ All methods are pure functions of ``z`` and work under ``jit``, ``vmap`` and
 
 from __future__ import annotations
 
-import math
 from typing import Any, Callable
 
 import equinox as eqx
@@ -246,7 +245,3 @@ class Posterior(eqx.Module):
     def parameter_shapes(self) -> dict[str, tuple[int, ...]]:
         return {name: p.shape for name, p in self.priors.items()}
 
-
-def n_parameters(post: Posterior) -> int:
-    """Number of scalar parameters (constrained)."""
-    return int(sum(math.prod(s) for s in post.parameter_shapes().values()))

@@ -11,7 +11,6 @@ otherwise); ``free_energy = -log_evidence``.
 
 from __future__ import annotations
 
-import json
 import math
 import warnings
 from pathlib import Path
@@ -182,6 +181,3 @@ def to_json_value(x):
         return None if not math.isfinite(v) else v
     return [to_json_value(a) for a in arr]
 
-
-def dumps(obj) -> str:
-    return json.dumps(obj, indent=2)

@@ -71,7 +71,9 @@ class Selection:
         ]
 
 
-def select(models: dict[str, Model], y, key, method: str = "laplace", n_components=None, **kwargs) -> Selection:
+def select(
+    models: dict[str, Model], y, key, method: str = "laplace", n_components=None, progress=None, **kwargs
+) -> Selection:
     """Fit every model to ``y`` and compare their free energies.
 
     Args:
@@ -80,6 +82,7 @@ def select(models: dict[str, Model], y, key, method: str = "laplace", n_componen
         key: PRNG key (split across models).
         method: ``"laplace"`` -- multi-start MAP and the Laplace free energy.
         n_components: optional ``{name: K}`` for the table.
+        progress: optional ``callable(name)`` called before each model is fitted.
         **kwargs: passed to the engine (e.g. ``n_starts``).
     """
     if method != "laplace":
@@ -87,5 +90,9 @@ def select(models: dict[str, Model], y, key, method: str = "laplace", n_componen
     if not models:
         raise ValueError("select needs at least one model")
     keys = jax.random.split(key, len(models))
-    results = {name: map_estimate(m.condition(y), k, **kwargs) for (name, m), k in zip(models.items(), keys)}
+    results = {}
+    for (name, model), k in zip(models.items(), keys):
+        if progress is not None:
+            progress(name)
+        results[name] = map_estimate(model.condition(y), k, **kwargs)
     return Selection(results=results, n_components=dict(n_components or {}))

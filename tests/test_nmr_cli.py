@@ -1,7 +1,6 @@
 """The NMR problem and the command line, end to end."""
 
 import json
-from pathlib import Path
 
 import jax.numpy as jnp
 import numpy as np
@@ -86,3 +85,7 @@ def test_cli_run_user_csv_and_bad_input(tmp_path, capsys):
     assert "non-finite" in capsys.readouterr().err
     assert main(["run", "no-such-problem"]) == 2
     assert "unknown problem" in capsys.readouterr().err
+    assert main(["run", "nmr-relaxation", "--data", str(csv), "--option", "noise=spectral", "--out", str(out)]) == 2
+    assert "sigma" in capsys.readouterr().err  # the CSV has no sigma column
+    assert main(["run", "nmr-relaxation", "--data", str(csv), "--option", "colour=red", "--out", str(out)]) == 2
+    assert "does not take" in capsys.readouterr().err

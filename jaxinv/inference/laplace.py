@@ -102,21 +102,30 @@ class Laplace(eqx.Module):
         )
 
 
-def laplace(post: Posterior, mode) -> Laplace:
-    """Laplace approximation of ``post`` at ``mode`` (a point in unconstrained space)."""
-    mode = jnp.asarray(mode)
+@eqx.filter_jit
+def _expand(post: Posterior, mode):
+    """Energy, Hessian, its Cholesky factor and d(theta)/dz at ``mode`` (compiled)."""
     # improper priors: no density of z to expand; use the parameter-space energy
     energy = post.energy if post.is_proper else post.map_energy
     hessian = jax.hessian(energy)(mode)
     hessian = 0.5 * (hessian + hessian.T)
-    chol = jnp.linalg.cholesky(hessian)
-    positive_definite = bool(jnp.all(jnp.isfinite(chol)))
-    if positive_definite:
+
+    def flat_params(z):
+        return jnp.concatenate([jnp.ravel(v) for v in post.constrain(z).values()])
+
+    return energy(mode), hessian, jnp.linalg.cholesky(hessian), jax.jacfwd(flat_params)(mode)
+
+
+def laplace(post: Posterior, mode) -> Laplace:
+    """Laplace approximation of ``post`` at ``mode`` (a point in unconstrained space)."""
+    mode = jnp.asarray(mode)
+    energy_at_mode, hessian, chol, jac = _expand(post, mode)
+    if bool(jnp.all(jnp.isfinite(chol))):
         eye = jnp.eye(mode.size, dtype=mode.dtype)
         inv_chol = jax.scipy.linalg.solve_triangular(chol, eye, lower=True)
         covariance = inv_chol.T @ inv_chol
         log_det = 2.0 * jnp.sum(jnp.log(jnp.diag(chol)))
-        log_evidence = -energy(mode) + 0.5 * mode.size * math.log(2.0 * math.pi) - 0.5 * log_det
+        log_evidence = -energy_at_mode + 0.5 * mode.size * math.log(2.0 * math.pi) - 0.5 * log_det
     else:
         warnings.warn(
             "the Hessian of the energy at the mode is not positive definite (a flat or "
@@ -128,11 +137,6 @@ def laplace(post: Posterior, mode) -> Laplace:
         log_evidence = jnp.asarray(jnp.nan, dtype=mode.dtype)
     if not post.is_proper:
         log_evidence = jnp.asarray(jnp.nan, dtype=mode.dtype)
-
-    def flat_params(z):
-        return jnp.concatenate([jnp.ravel(v) for v in post.constrain(z).values()])
-
-    jac = jax.jacfwd(flat_params)(mode)
     var = jnp.einsum("ij,jk,ik->i", jac, covariance, jac)
     sd = jnp.sqrt(jnp.maximum(var, 0.0))
     standard_errors, start = {}, 0
