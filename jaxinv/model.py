@@ -157,6 +157,11 @@ class Posterior(eqx.Module):
     def _forward_params(self, params):
         return {k: params[k] for k in self.model.priors}
 
+    def forward_params(self, z) -> dict[str, jax.Array]:
+        """The forward model's parameters at ``z`` (constrained; noise parameters left out),
+        e.g. to evaluate the forward model on another grid."""
+        return self._forward_params(self.constrain(z))
+
     def predict(self, z) -> jax.Array:
         """Forward-model prediction at ``z``."""
         fwd = self._forward_params(self.constrain(z))

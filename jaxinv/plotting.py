@@ -41,25 +41,36 @@ def plot_free_energy(selection: Selection, path) -> Path:
     return Path(path)
 
 
-def plot_fit(selection: Selection, x, y, path, *, xlabel="x", ylabel="y", logx=False, key=None, n_draws=400) -> Path:
+def plot_fit(
+    selection: Selection, x, y, path, *, xlabel="x", ylabel="y", logx=False, fine_x=None, forward_at=None,
+    key=None, n_draws=400,
+) -> Path:
     """Data with every model's MAP curve, a 90% band of the selected model from
-    its Laplace approximation, and residuals of the selected model below."""
+    its Laplace approximation, and residuals of the selected model below.
+
+    Args:
+        fine_x, forward_at: optional dense grid and ``forward_at(forward, fine_x)``
+            returning the forward model evaluated there, for smooth curves.
+    """
     plt = _pyplot()
     x, y = np.asarray(x), np.asarray(y)
     chosen = selection.selected
+    smooth = fine_x is not None and forward_at is not None
+    grid = np.asarray(fine_x) if smooth else x
     fig, (top, bottom) = plt.subplots(2, 1, figsize=(6.5, 5.5), sharex=True, gridspec_kw={"height_ratios": [3, 1]})
     top.plot(x, y, "ko", label="data", zorder=4)
     for name, res in selection.results.items():
         post = res.laplace.posterior
+        forward = forward_at(post.model.forward, grid) if smooth else post.model.forward
+        curve = lambda z: forward(post.forward_params(z))
         z_map = post.unconstrain(res.params)
-        top.plot(x, np.asarray(post.predict(z_map)), "-" if name == chosen else "--", label=name)
+        top.plot(grid, np.asarray(curve(z_map)), "-" if name == chosen else "--", label=name)
         if name == chosen:
             resid = y - np.asarray(post.predict(z_map))
             if np.isfinite(float(res.log_evidence)):
                 zs = res.laplace.sample_unconstrained(jax.random.key(0) if key is None else key, (n_draws,))
-                pred = np.asarray(jax.vmap(post.predict)(zs))
-                lo, hi = np.quantile(pred, [0.05, 0.95], axis=0)
-                top.fill_between(x, lo, hi, alpha=0.25, label=f"{name} 90% band")
+                lo, hi = np.quantile(np.asarray(jax.vmap(curve)(zs)), [0.05, 0.95], axis=0)
+                top.fill_between(grid, lo, hi, alpha=0.25, label=f"{name} 90% band")
     bottom.axhline(0.0, color="0.5", lw=0.8)
     bottom.plot(x, resid, "ko")
     bottom.set_ylabel("residual")

@@ -139,6 +139,20 @@ class Prior(eqx.Module):
         """Map a parameter value to unconstrained space (inverse of :meth:`constrain`)."""
         return self.transform.inv(jnp.asarray(x, dtype=jnp.result_type(float)))
 
+    def at_boundary(self, x, logit_limit: float = 9.0) -> bool:
+        """True when ``x`` sits at the edge of a bounded support: for an interval,
+        a component whose logit (in the prior's natural coordinate, log for
+        LogUniform) exceeds ``logit_limit`` (within ~1e-4 of the range from a
+        bound); for a simplex, a component below 1e-4.  A Laplace approximation
+        at such a mode is unreliable (the mass is cut by the bound)."""
+        x = jnp.asarray(x)
+        if isinstance(self.support, constraints._Simplex):
+            return bool(jnp.min(x) < 1e-4)
+        if isinstance(self.support, constraints._Interval):
+            base = _natural_bijection(self.distribution) or biject_to(self.support)
+            return bool(jnp.max(jnp.abs(base.inv(x))) > logit_limit)
+        return False
+
     # -- densities -------------------------------------------------------------
     def log_prob(self, x):
         """Log prior density of the parameter value ``x`` (summed over components)."""

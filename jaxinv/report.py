@@ -16,7 +16,9 @@ __all__ = ["summary_dict", "format_table", "write_summary"]
 def _diagnostics(result: Result) -> dict:
     stats = result.stats
     get = lambda k: to_json_value(stats[k]) if k in stats else None
-    return {"rhat_max": get("rhat_max"), "ess_min": get("ess_min"), "divergences": get("divergences")}
+    boundary = list(result.laplace.at_boundary) if result.laplace is not None else []
+    return {"rhat_max": get("rhat_max"), "ess_min": get("ess_min"), "divergences": get("divergences"),
+            "at_prior_boundary": boundary}
 
 
 def model_entry(name: str, result: Result, draws: Result | None, k) -> dict:
@@ -72,6 +74,11 @@ def format_table(selection: Selection) -> str:
         se = res.laplace.standard_errors if res.laplace is not None else {}
         for param, value in res.params.items():
             lines.append(f"      {param:28s} {_fmt(value, se.get(param, np.nan))}")
+        if res.laplace is not None and res.laplace.at_boundary:
+            lines.append(
+                f"      ! mode at the prior boundary of {', '.join(res.laplace.at_boundary)}: "
+                "the Laplace free energy of this model is unreliable"
+            )
     lines.append(f"selected (lowest free energy): {chosen}")
     return "\n".join(lines)
 

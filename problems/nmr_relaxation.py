@@ -34,6 +34,8 @@ import warnings
 from importlib.resources import files
 from pathlib import Path
 
+import equinox as eqx
+import jax.numpy as jnp
 import numpy as np
 
 import jaxinv as ji
@@ -193,12 +195,20 @@ def n_components(name: str) -> int:
     return 1 if name in ("single", "stretched") else int(name.split("=")[1])
 
 
+def _on_delays(forward, tau):
+    """The same recovery model evaluated at other delays (for smooth curves)."""
+    return eqx.tree_at(lambda m: m.t, forward, jnp.asarray(tau, dtype=forward.t.dtype))
+
+
 def figures(selection, data: Dataset, out_dir) -> list[Path]:
     out_dir = Path(out_dir)
+    tau = np.asarray(data.x)
+    fine = np.geomspace(max(tau[tau > 0].min() / 2, 1e-6), tau.max() * 1.5, 200)
     return [
         plot_fit(
             selection, data.x, data.y, out_dir / "fit.png",
             xlabel="recovery delay tau [s]", ylabel="M(tau) / max|M|", logx=True,
+            fine_x=fine, forward_at=_on_delays,
         ),
         plot_free_energy(selection, out_dir / "free_energy.png"),
     ]

@@ -120,3 +120,13 @@ def test_result_save_load_and_arviz(tmp_path):
         np.testing.assert_allclose(back.laplace.covariance, res.laplace.covariance)
     with pytest.raises(ValueError, match="no result file"):
         ji.Result.load(tmp_path / "missing.nc")
+
+
+def test_mode_at_prior_boundary_is_flagged():
+    x = jnp.linspace(0, 1, 10)
+    model = ji.Model(lambda p: p["a"] * x + p["b"],
+                     {"a": ji.priors.Uniform(0.0, 1.0), "b": ji.priors.LogUniform(1e-3, 10.0)},
+                     ji.likelihoods.Normal(sigma=0.01))
+    fit = ji.map_estimate(model.condition(3.0 * x + 0.5), jax.random.key(0), n_starts=4)
+    assert fit.laplace.at_boundary == ("a",)  # the data want a = 3 > 1; b = 0.5 is interior
+    assert float(fit.params["a"]) == pytest.approx(1.0, abs=1e-3)

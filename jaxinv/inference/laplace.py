@@ -40,6 +40,9 @@ class Laplace(eqx.Module):
         log_evidence: Laplace estimate of ``log p(y | M)`` (NaN when a prior is
             improper or ``H`` is not positive definite).
         standard_errors: ``{name: sd}`` of the constrained parameters.
+        at_boundary: names of parameters whose mode lies at the edge of a
+            bounded prior support; the Gaussian (and its evidence) is then a poor
+            description, and a sampling engine should be used for F.
         posterior: the posterior it approximates (for :meth:`sample`); ``None``
             after loading from disk.
     """
@@ -49,6 +52,7 @@ class Laplace(eqx.Module):
     covariance: jax.Array
     log_evidence: jax.Array
     standard_errors: dict[str, jax.Array]
+    at_boundary: tuple[str, ...] = eqx.field(static=True, default=())
     posterior: Any = None
 
     @property
@@ -89,6 +93,7 @@ class Laplace(eqx.Module):
             "log_evidence": np.asarray(self.log_evidence),
         }
         out.update({f"se_{k}": np.asarray(v) for k, v in self.standard_errors.items()})
+        out.update({f"boundary_{k}": np.asarray(1) for k in self.at_boundary})
         return out
 
     @classmethod
@@ -99,6 +104,7 @@ class Laplace(eqx.Module):
             covariance=jnp.asarray(arrays["covariance"]),
             log_evidence=jnp.asarray(arrays["log_evidence"]),
             standard_errors={k[3:]: jnp.asarray(v) for k, v in arrays.items() if k.startswith("se_")},
+            at_boundary=tuple(k[len("boundary_"):] for k in arrays if k.startswith("boundary_")),
         )
 
 
@@ -144,11 +150,14 @@ def laplace(post: Posterior, mode) -> Laplace:
         size = math.prod(shape)
         standard_errors[name] = jnp.reshape(sd[start : start + size], shape)
         start += size
+    params = post.constrain(mode)
+    at_boundary = tuple(name for name, prior in post.priors.items() if prior.at_boundary(params[name]))
     return Laplace(
         mode=mode,
         hessian=hessian,
         covariance=covariance,
         log_evidence=log_evidence,
         standard_errors=standard_errors,
+        at_boundary=at_boundary,
         posterior=post,
     )
