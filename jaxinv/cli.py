@@ -13,6 +13,7 @@ with exit status 2.
 from __future__ import annotations
 
 import argparse
+import inspect
 import sys
 import warnings
 from pathlib import Path
@@ -72,9 +73,10 @@ def run(args) -> int:
     if components is not None:
         options["n_components"] = components
     try:
-        models = problem.models(data, **options)
+        inspect.signature(problem.models).bind(data, **options)
     except TypeError as err:
-        raise ValueError(f"{problem.name} does not take these options: {err}") from None
+        raise ValueError(f"{problem.name} does not take these options ({err})") from None
+    models = problem.models(data, **options)
     show = not args.quiet and sys.stderr.isatty()
     _progress(show, f"fitting {len(models)} model(s) of {problem.name} ({args.method}, {args.n_starts} starts each)")
     key = jax.random.key(args.seed)

@@ -42,7 +42,7 @@ def _noise(value, what: str):
 
 
 def _is_arraylike(x) -> bool:
-    return isinstance(x, (int, float, jax.Array)) or hasattr(x, "__array__")
+    return isinstance(x, (int, float, list, tuple, jax.Array)) or hasattr(x, "__array__")
 
 
 class Likelihood(eqx.Module):

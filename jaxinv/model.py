@@ -42,6 +42,7 @@ class Model(eqx.Module):
     forward: Callable
     priors: dict[str, Prior]
     likelihood: Likelihood
+    parameter_names: tuple[str, ...] = eqx.field(static=True)
 
     def __init__(self, forward: Callable, priors: dict[str, Any], likelihood: Likelihood):
         if not callable(forward):
@@ -56,11 +57,15 @@ class Model(eqx.Module):
         clash = set(self.priors) & set(likelihood.parameters())
         if clash:
             raise ValueError(f"parameter names used by both the forward model and the likelihood: {sorted(clash)}")
+        # the order of z, fixed here: pytree flattening sorts dict keys, so a dict's
+        # own order does not survive jit/vmap/tree_at
+        self.parameter_names = tuple(self.priors) + tuple(likelihood.parameters())
 
     @property
     def all_priors(self) -> dict[str, Prior]:
-        """Priors of every inferred parameter: forward model's, then likelihood's."""
-        return {**self.priors, **self.likelihood.parameters()}
+        """Priors of every inferred parameter, in the order of ``z``: forward model's, then likelihood's."""
+        priors = {**self.priors, **self.likelihood.parameters()}
+        return {name: priors[name] for name in self.parameter_names}
 
     def condition(self, y) -> "Posterior":
         """The posterior given observed data ``y``.
@@ -93,9 +98,15 @@ class Posterior(eqx.Module):
         self.model = model
         self.y = jnp.asarray(y, dtype=jnp.result_type(float))
         priors = model.all_priors
-        self.names = tuple(priors)
+        self.names = model.parameter_names
         self.sizes = tuple(p.unconstrained_size for p in priors.values())
-        predicted = jax.eval_shape(self.predict, jnp.zeros(self.dim))
+        try:
+            predicted = jax.eval_shape(self.predict, jnp.zeros(self.dim))
+        except KeyError as err:
+            raise ValueError(
+                f"the forward model reads parameter {err.args[0]!r}, which has no prior "
+                f"(parameters with priors: {list(model.priors)})"
+            ) from None
         if tuple(predicted.shape) != tuple(self.y.shape):
             raise ValueError(
                 f"data have shape {tuple(self.y.shape)}, but the forward model predicts shape {tuple(predicted.shape)}"
@@ -106,11 +117,8 @@ class Posterior(eqx.Module):
     # -- layout ------------------------------------------------------------------
     @property
     def priors(self) -> dict[str, Prior]:
-        """``{name: prior}`` in the fixed order of ``z``.  (The order is kept in
-        the static ``names``: pytree flattening sorts dict keys, so a dict's own
-        order does not survive ``jit``.)"""
-        priors = self.model.all_priors
-        return {name: priors[name] for name in self.names}
+        """``{name: prior}`` in the fixed order of ``z`` (``Model.parameter_names``)."""
+        return self.model.all_priors
 
     @property
     def dim(self) -> int:
@@ -164,8 +172,7 @@ class Posterior(eqx.Module):
 
     def predict(self, z) -> jax.Array:
         """Forward-model prediction at ``z``."""
-        fwd = self._forward_params(self.constrain(z))
-        return self.model.forward(fwd)
+        return self.model.forward(self.forward_params(z))
 
     def log_prior(self, z) -> jax.Array:
         """Prior log-density of ``z`` (includes the log-Jacobian of the transforms)."""
@@ -224,10 +231,6 @@ class Posterior(eqx.Module):
         else:
             rest = c - self._log_prior_parameter_space(params)
         return jnp.ravel(r), rest
-
-    def residuals(self, z) -> jax.Array:
-        """Standardised residuals ``r(z)`` (flattened) of a least-squares likelihood."""
-        return self.least_squares_parts(z)[0]
 
     def rss(self, z) -> jax.Array:
         """Unweighted residual sum of squares ``sum (y - f)^2``."""

@@ -111,10 +111,14 @@ class Prior(eqx.Module):
         """The constraint the parameter lives in."""
         return self.flat_support if self.distribution is None else self.distribution.support
 
+    def _support_map(self):
+        """Elementwise bijection from the real line onto the support."""
+        return _natural_bijection(self.distribution) or biject_to(self.support)
+
     @property
     def transform(self):
         """numpyro transform from unconstrained space to the support."""
-        base = _natural_bijection(self.distribution) or biject_to(self.support)
+        base = self._support_map()
         if self.ordered:
             return ComposeTransform([OrderedTransform(), base])
         return base
@@ -149,8 +153,7 @@ class Prior(eqx.Module):
         if isinstance(self.support, constraints._Simplex):
             return bool(jnp.min(x) < 1e-4)
         if isinstance(self.support, constraints._Interval):
-            base = _natural_bijection(self.distribution) or biject_to(self.support)
-            return bool(jnp.max(jnp.abs(base.inv(x))) > logit_limit)
+            return bool(jnp.max(jnp.abs(self._support_map().inv(x))) > logit_limit)
         return False
 
     # -- densities -------------------------------------------------------------
@@ -207,6 +210,15 @@ def _f(x):
     return jnp.asarray(x, dtype=jnp.result_type(float))
 
 
+def _check_bounds(name, low, high):
+    if isinstance(low, jax.core.Tracer) or isinstance(high, jax.core.Tracer):
+        return
+    if not (bool(jnp.all(jnp.isfinite(low))) and bool(jnp.all(jnp.isfinite(high)))):
+        raise ValueError(f"{name} prior needs finite bounds, got low={low}, high={high}")
+    if not bool(jnp.all(high > low)):
+        raise ValueError(f"{name} prior needs high > low, got low={low}, high={high}")
+
+
 def _check_positive(name, value):
     if not isinstance(value, jax.core.Tracer):
         v = jnp.asarray(value)
@@ -226,8 +238,7 @@ def Flat(shape=(), support=constraints.real) -> Prior:
 def Uniform(low, high, shape=None, ordered: bool = False) -> Prior:
     """Uniform on ``(low, high)``: ``p(x) = 1/(high - low)``."""
     low, high = _f(low), _f(high)
-    if not isinstance(low, jax.core.Tracer) and not bool(jnp.all(high > low)):
-        raise ValueError(f"Uniform prior needs high > low, got low={low}, high={high}")
+    _check_bounds("Uniform", low, high)
     return Prior(npd.Uniform(low, high), shape=shape, ordered=ordered)
 
 
@@ -236,8 +247,7 @@ def LogUniform(low, high, shape=None, ordered: bool = False) -> Prior:
     ``p(x) = 1 / (x log(high/low))``."""
     _check_positive("LogUniform low", low)
     low, high = _f(low), _f(high)
-    if not isinstance(low, jax.core.Tracer) and not bool(jnp.all(high > low)):
-        raise ValueError(f"LogUniform prior needs high > low, got low={low}, high={high}")
+    _check_bounds("LogUniform", low, high)
     return Prior(npd.LogUniform(low, high), shape=shape, ordered=ordered)
 
 

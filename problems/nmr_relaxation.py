@@ -115,10 +115,13 @@ def read_csv(path) -> Dataset:
     if not text:
         raise ValueError(f"{path} is empty")
     rows = [r for r in text.splitlines() if r.strip() and not r.lstrip().startswith("#")]
-    try:
-        float(rows[0].split(",")[0])
-    except ValueError:
-        rows = rows[1:]  # header
+    if rows:
+        try:
+            float(rows[0].split(",")[0])
+        except ValueError:
+            rows = rows[1:]  # header
+    if not rows:
+        raise ValueError(f"{path} has no data rows")
     try:
         table = np.array([[float(v) for v in r.split(",")] for r in rows])
     except ValueError as err:
@@ -165,6 +168,8 @@ def models(data: Dataset, n_components=(1, 2), stretched: bool = True, noise: st
     else:
         raise ValueError(f"noise must be 'fit' or 'spectral', got {noise!r}")
     positive = tau[tau > 0]
+    if positive.size == 0:
+        raise ValueError("all recovery delays are zero: T1 cannot be measured")
     t1_range = (float(positive.min()) / 10.0, float(tau.max()) * 10.0)
 
     def model(k: int, stretch: bool) -> ji.Model:

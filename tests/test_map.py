@@ -130,3 +130,18 @@ def test_mode_at_prior_boundary_is_flagged():
     fit = ji.map_estimate(model.condition(3.0 * x + 0.5), jax.random.key(0), n_starts=4)
     assert fit.laplace.at_boundary == ("a",)  # the data want a = 3 > 1; b = 0.5 is interior
     assert float(fit.params["a"]) == pytest.approx(1.0, abs=1e-3)
+
+
+def test_polish_converges_with_inferred_noise_level():
+    """The noise term's curvature is indefinite for sigma in the upper part of a
+    log-uniform prior; the polish must still reach a stationary point quickly."""
+    x = jnp.linspace(0, 1, 200)
+    y = 2 * x + 1 + 0.3 * jnp.sin(37 * x)
+    model = ji.Model(lambda p: p["a"] * x + p["b"], {"a": ji.priors.Normal(0, 10), "b": ji.priors.Normal(0, 10)},
+                     ji.likelihoods.Normal(sigma=ji.priors.LogUniform(1e-3, 1.0)))
+    fit = ji.map_estimate(model.condition(y), jax.random.key(0), n_starts=4)
+    assert float(fit.stats["gradient_norm"]) < 1e-6
+    assert float(fit.stats["laplace_gradient_norm"]) < 1e-6
+    assert int(jnp.max(fit.stats["polish_steps"])) < 200
+    resid_sd = float(jnp.sqrt(jnp.mean((y - fit.params["a"] * x - fit.params["b"]) ** 2)))
+    assert float(fit.params["sigma"]) == pytest.approx(resid_sd, rel=1e-2)

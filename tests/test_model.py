@@ -127,3 +127,25 @@ def test_multiexponential_gradients_through_physics():
     model = MultiExponential(T, n_components=2)
     p = {"amplitude": jnp.array([1.0, 0.5]), "time_constant": jnp.array([0.3, 2.0]), "offset": 0.1}
     np.testing.assert_allclose(model(p), 1.0 * jnp.exp(-T / 0.3) + 0.5 * jnp.exp(-T / 2.0) + 0.1, rtol=1e-12)
+
+
+def test_parameter_order_survives_a_model_passed_through_jit():
+    model = ji.Model(forward, PRIORS, ji.likelihoods.Normal(sigma=0.1))
+    z = jnp.array([0.3, -0.2])
+    eager = model.condition(CLEAN).energy(z)
+    inside = eqx.filter_jit(lambda m, y, v: m.condition(y).energy(v))(model, CLEAN, z)
+    assert float(inside) == pytest.approx(float(eager), rel=1e-12)
+
+
+def test_clear_errors_for_model_definition_mistakes():
+    with pytest.raises(ValueError, match="reads parameter 'amplitude', which has no prior"):
+        ji.Model(forward, {"time_constant": PRIORS["time_constant"]}, ji.likelihoods.Normal(sigma=0.1)).condition(CLEAN)
+    with pytest.raises(ValueError, match="finite bounds"):
+        ji.priors.Uniform(0.0, float("inf"))
+    post = ji.Model(forward, PRIORS, ji.likelihoods.Normal(sigma=0.1)).condition(CLEAN)
+    with pytest.raises(ValueError, match="missing"):
+        ji.map_estimate(post, init={"amplitude": 1.0})
+    with pytest.raises(ValueError, match="unknown"):
+        ji.map_estimate(post, init={"amplitude": 1.0, "time_constant": 1.0, "tau": 2.0})
+    # a plain list of per-point errors is an array, not a prior
+    ji.Model(forward, PRIORS, ji.likelihoods.Normal(sigma=[0.1] * 20)).condition(CLEAN)

@@ -79,6 +79,10 @@ def test_cli_run_user_csv_and_bad_input(tmp_path, capsys):
     empty.write_text("")
     assert main(["run", "nmr-relaxation", "--data", str(empty), "--out", str(out)]) == 2
     assert "empty" in capsys.readouterr().err
+    header_only = tmp_path / "header.csv"
+    header_only.write_text("t,y\n# nothing measured\n")
+    assert main(["run", "nmr-relaxation", "--data", str(header_only), "--out", str(out)]) == 2
+    assert "no data rows" in capsys.readouterr().err
     nan = tmp_path / "nan.csv"
     nan.write_text("t,y\n0.1,1\n0.2,nan\n0.3,2\n")
     assert main(["run", "nmr-relaxation", "--data", str(nan), "--out", str(out)]) == 2

@@ -122,8 +122,12 @@ def _expand(post: Posterior, mode):
     return energy(mode), hessian, jnp.linalg.cholesky(hessian), jax.jacfwd(flat_params)(mode)
 
 
-def laplace(post: Posterior, mode) -> Laplace:
-    """Laplace approximation of ``post`` at ``mode`` (a point in unconstrained space)."""
+def laplace(post: Posterior, mode, boundary_params: dict | None = None) -> Laplace:
+    """Laplace approximation of ``post`` at ``mode`` (a point in unconstrained space).
+
+    ``boundary_params``: the parameter values to test against the prior bounds
+    (default: the constrained ``mode``); :func:`~jaxinv.map_estimate` passes the
+    MAP, which sits closer to a bound than the unconstrained mode does."""
     mode = jnp.asarray(mode)
     energy_at_mode, hessian, chol, jac = _expand(post, mode)
     if bool(jnp.all(jnp.isfinite(chol))):
@@ -150,7 +154,7 @@ def laplace(post: Posterior, mode) -> Laplace:
         size = math.prod(shape)
         standard_errors[name] = jnp.reshape(sd[start : start + size], shape)
         start += size
-    params = post.constrain(mode)
+    params = post.constrain(mode) if boundary_params is None else boundary_params
     at_boundary = tuple(name for name, prior in post.priors.items() if prior.at_boundary(params[name]))
     return Laplace(
         mode=mode,

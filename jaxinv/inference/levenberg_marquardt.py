@@ -34,6 +34,10 @@ __all__ = ["LMState", "init", "step", "run"]
 
 
 class LMState(NamedTuple):
+    """``converged``: the last accepted step was below ``xtol`` (a stationary
+    point); ``stalled``: the damping grew without bound, no step lowers the energy
+    any more (at round-off level of a minimum, or stuck)."""
+
     z: jax.Array  # current point
     half_rss: jax.Array  # 1/2 |r(z)|^2 (0 for a non-least-squares energy)
     rest: jax.Array  # E(z) - 1/2 |r(z)|^2
@@ -41,6 +45,7 @@ class LMState(NamedTuple):
     nu: jax.Array  # damping growth factor after a rejected step
     n_steps: jax.Array
     converged: jax.Array
+    stalled: jax.Array
     scale: jax.Array  # running maximum of the curvature diagonal (More 1978)
 
     @property
@@ -92,12 +97,18 @@ def _step_least_squares(parts: Callable, z, damping, scale):
     hess_g = jax.hessian(rest)(z)
     jtj = jac.T @ jac
     scale = _damping_scale(jnp.diag(jtj) + jnp.abs(jnp.diag(hess_g)), scale)
-    chol = jnp.linalg.cholesky(hess_g + damping * jnp.diag(scale))
+    damped_g = hess_g + damping * jnp.diag(scale)
+    chol = jnp.linalg.cholesky(damped_g)
     extra = jax.scipy.linalg.solve_triangular(chol, grad_g, lower=True)
     system = jnp.concatenate([jac, chol.T], axis=0)
     rhs = -jnp.concatenate([r, extra])
     dz = jnp.linalg.lstsq(system, rhs)[0]
-    return dz, jac.T @ r + grad_g, jtj + hess_g, scale
+    grad = jac.T @ r + grad_g
+    # G + lambda D need not be positive definite (e.g. an inferred noise level
+    # with a log-uniform prior): then solve the damped normal equations directly
+    dz_normal = jnp.linalg.solve(jtj + damped_g, -grad)
+    dz = jnp.where(jnp.all(jnp.isfinite(chol)), dz, dz_normal)
+    return dz, grad, jtj + hess_g, scale
 
 
 def init(energy: Callable, z, parts: Callable | None = None, damping: float = 1e-3) -> LMState:
@@ -111,6 +122,7 @@ def init(energy: Callable, z, parts: Callable | None = None, damping: float = 1e
         nu=jnp.asarray(2.0, z.dtype),
         n_steps=jnp.asarray(0),
         converged=jnp.asarray(False),
+        stalled=jnp.asarray(False),
         scale=jnp.zeros_like(z),
     )
 
@@ -137,9 +149,9 @@ def step(energy: Callable, parts: Callable | None, state: LMState, xtol: float) 
     )
     nu = jnp.where(accept, 2.0, 2.0 * state.nu)
     small_step = jnp.linalg.norm(dz) <= xtol * (jnp.linalg.norm(z) + xtol)
-    stuck = state.damping > 1e16  # no direction decreases the energy any more
+    stalled = state.damping > 1e16  # no direction decreases the energy any more
     # a tiny step only means convergence when it was not forced tiny by heavy damping
-    converged = (accept & small_step & (state.damping < 1e3)) | stuck
+    converged = accept & small_step & (state.damping < 1e3)
     return LMState(
         z=jnp.where(accept, z_new, z),
         half_rss=jnp.where(accept, half, state.half_rss),
@@ -148,6 +160,7 @@ def step(energy: Callable, parts: Callable | None, state: LMState, xtol: float) 
         nu=nu,
         n_steps=state.n_steps + 1,
         converged=converged,
+        stalled=stalled,
         scale=scale,
     )
 
@@ -173,6 +186,6 @@ def run(
     xtol = float(jnp.finfo(z0.dtype).eps) ** 0.75 if xtol is None else xtol
 
     def cond(s):
-        return (~s.converged) & (s.n_steps < max_steps) & jnp.isfinite(s.energy)
+        return (~s.converged) & (~s.stalled) & (s.n_steps < max_steps) & jnp.isfinite(s.energy)
 
     return jax.lax.while_loop(cond, lambda s: step(energy, parts, s, xtol), init(energy, z0, parts))

@@ -42,6 +42,15 @@ def _starting_points(post: Posterior, key, n_starts: int, init) -> jax.Array:
     if isinstance(init, (list, tuple)):
         zs = []
         for point in init:
+            if not isinstance(point, dict):
+                raise ValueError(f"init entries must be dicts of parameter values, got {type(point).__name__}")
+            missing, unknown = set(post.names) - set(point), set(point) - set(post.names)
+            if missing or unknown:
+                raise ValueError(
+                    f"init must give exactly the parameters {list(post.names)}"
+                    + (f"; missing {sorted(missing)}" if missing else "")
+                    + (f"; unknown {sorted(unknown)}" if unknown else "")
+                )
             shapes = post.parameter_shapes()
             first = next(iter(shapes))
             batched = jnp.ndim(point[first]) == len(shapes[first]) + 1
@@ -120,10 +129,11 @@ def _solve(post: Posterior, z0, opt, max_steps: int, gtol: float, polish: bool, 
         take_b = b.energy < a.energy
         pick = lambda x, y: jnp.where(take_b.reshape(take_b.shape + (1,) * (x.ndim - 1)), y, x)
         best = jax.tree_util.tree_map(pick, a, b)
-        return best.z, best.energy, it1, best.n_steps, best.converged
+        return best.z, best.energy, it1, best.n_steps, best.converged, best.stalled
     e1 = jax.vmap(energy)(z1)
     e1 = jnp.where(jnp.isfinite(e1), e1, jnp.inf)
-    return z1, e1, it1, jnp.zeros_like(it1), jnp.ones_like(it1, dtype=bool)
+    converged = jax.vmap(lambda z: jnp.linalg.norm(jax.grad(energy)(z)) < gtol)(z1)
+    return z1, e1, it1, jnp.zeros_like(it1), converged, jnp.zeros_like(converged)
 
 
 @eqx.filter_jit
@@ -135,7 +145,8 @@ def _unconstrained_mode(post: Posterior, z_map, max_steps: int):
     unconstrained energy's gradient vanishes."""
     parts = post.least_squares_parts if post.least_squares else None
     state = lm.run(post.energy, z_map, parts, max_steps=max_steps)
-    return jnp.where(state.energy <= post.energy(z_map), state.z, z_map)
+    z = jnp.where(state.energy <= post.energy(z_map), state.z, z_map)
+    return z, jnp.linalg.norm(jax.grad(post.energy)(z))
 
 
 def map_estimate(
@@ -177,12 +188,18 @@ def map_estimate(
         ``laplace`` the Laplace approximation, ``log_evidence`` its Laplace
         estimate, and ``stats``: ``energies`` (final energy of every start),
         ``starts`` (unconstrained starting points), ``optimizer_steps``,
-        ``polish_steps``, ``converged`` (polish converged per start), ``best``.
+        ``polish_steps``, ``converged`` (the polish ended on a step below
+        tolerance, per start), ``stalled`` (it ended because no step lowered the
+        energy: round-off level at a minimum, or stuck), ``best``,
+        ``gradient_norm`` (of the MAP energy at the MAP, in z) and
+        ``laplace_gradient_norm`` (of the energy at the Laplace point).
     """
     z0 = _starting_points(post, key, n_starts, init)
     opt = _optimizer(optimizer)
 
-    z, energies, opt_steps, lm_steps, converged = _solve(post, z0, opt, max_steps, gtol, polish, polish_steps)
+    z, energies, opt_steps, lm_steps, converged, stalled = _solve(
+        post, z0, opt, max_steps, gtol, polish, polish_steps
+    )
     if not bool(jnp.any(jnp.isfinite(energies))):
         raise ValueError(
             "every start has a non-finite energy: the prior may exclude the data, or the forward "
@@ -190,9 +207,14 @@ def map_estimate(
         )
     best = int(jnp.argmin(jnp.where(jnp.isfinite(energies), energies, jnp.inf)))
     z_map = z[best]
-    approx = laplace(post, _unconstrained_mode(post, z_map, polish_steps) if post.is_proper else z_map)
+    params = post.constrain(z_map)
+    if post.is_proper:
+        z_laplace, laplace_gradient = _unconstrained_mode(post, z_map, polish_steps)
+    else:
+        z_laplace, laplace_gradient = z_map, jnp.linalg.norm(jax.grad(post.map_energy)(z_map))
+    approx = laplace(post, z_laplace, boundary_params=params)
     return Result(
-        params=post.constrain(z_map),
+        params=params,
         method="map",
         sample_dims=0,
         log_evidence=approx.log_evidence,
@@ -204,8 +226,11 @@ def map_estimate(
             "optimizer_steps": opt_steps,
             "polish_steps": lm_steps,
             "converged": converged,
+            "stalled": stalled,
             "best": jnp.asarray(best),
             "energy": energies[best],
+            "gradient_norm": jnp.linalg.norm(jax.grad(post.map_energy)(z_map)),
+            "laplace_gradient_norm": laplace_gradient,
         },
         laplace=approx,
         observed=post.y,

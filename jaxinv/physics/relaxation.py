@@ -60,8 +60,13 @@ class MultiExponential(eqx.Module):
         self.n_components = int(n_components)
 
     def __call__(self, params):
+        amplitude = jnp.atleast_1d(params["amplitude"])
+        if amplitude.shape != (self.n_components,):
+            raise ValueError(f"amplitude has shape {amplitude.shape}, expected ({self.n_components},)")
         decay = _decay(self.t, params["time_constant"])
-        return decay @ jnp.atleast_1d(params["amplitude"]) + params["offset"]
+        if decay.shape[1] != self.n_components:
+            raise ValueError(f"time_constant has {decay.shape[1]} components, expected {self.n_components}")
+        return decay @ amplitude + params["offset"]
 
 
 class StretchedExponential(eqx.Module):
@@ -93,14 +98,6 @@ class _Recovery(eqx.Module):
         self.t = _times(t)
         self.n_components = int(n_components)
         self.stretched = bool(stretched)
-
-    def parameter_names(self) -> tuple[str, ...]:
-        names = ["equilibrium_magnetization", "relaxation_time"]
-        if self.n_components > 1:
-            names.append("weight")
-        if self.stretched:
-            names.append("stretch")
-        return tuple(names)
 
     def _remaining(self, params):
         """``sum_k w_k exp(-(t/T1_k)^beta)``: the fraction not yet recovered."""
@@ -136,9 +133,6 @@ class InversionRecovery(_Recovery):
     Parameters: ``equilibrium_magnetization``, ``inversion_efficiency`` f,
     ``relaxation_time`` (K,), ``weight`` (K,, K > 1 only), ``stretch`` (stretched only).
     """
-
-    def parameter_names(self) -> tuple[str, ...]:
-        return ("inversion_efficiency",) + super().parameter_names()
 
     def __call__(self, params):
         f = params["inversion_efficiency"]
