@@ -12,7 +12,7 @@ from nist import FORMULAS, load
 # amplitude parameters.  The certified optimum lies strictly inside.
 #   Eckerle4: (b1, b2) and (-b1, -b2) give the same curve; b2 is a peak width > 0.
 #   MGH10:    b1 is a positive prefactor; from start 1 (b1=2, b2=4e5, b3=2.5e4)
-#             the unconstrained path collapses b1 -> 0, as in More et al. (1981).
+#             the unconstrained LM path lets b1 collapse towards 0 (docs/validation.md).
 POSITIVE = {"Eckerle4": (0, 1), "MGH10": (0,)}
 
 
@@ -38,6 +38,7 @@ def test_certified_values(name, start):
     p, post, res, b = fit(name, start)
     # at least 6 significant digits of every parameter
     np.testing.assert_allclose(b, p.certified, rtol=5e-7, atol=0)
+    assert bool(res.stats["converged"][int(res.stats["best"])])
     if name != "Lanczos1":  # its certified RSS (1.4e-25) is below float64 resolution of the data
         rss = float(post.rss(post.unconstrain(res.params)))
         assert abs(rss - p.certified_rss) <= 5e-9 * p.certified_rss

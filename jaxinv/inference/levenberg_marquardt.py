@@ -171,6 +171,7 @@ def run(
     parts: Callable | None = None,
     max_steps: int = 2000,
     xtol: float | None = None,
+    damping0: float = 1e-3,
 ) -> LMState:
     """Minimise ``energy`` from ``z0``.
 
@@ -181,6 +182,7 @@ def run(
             curvature, cancellation-free comparisons), or ``None`` (exact Hessian).
         max_steps: iteration cap.
         xtol: relative step tolerance (default ``eps**0.75``, about 2e-12 in float64).
+        damping0: initial damping lambda (relative to the scaled diagonal).
     """
     z0 = jnp.asarray(z0)
     xtol = float(jnp.finfo(z0.dtype).eps) ** 0.75 if xtol is None else xtol
@@ -188,4 +190,4 @@ def run(
     def cond(s):
         return (~s.converged) & (~s.stalled) & (s.n_steps < max_steps) & jnp.isfinite(s.energy)
 
-    return jax.lax.while_loop(cond, lambda s: step(energy, parts, s, xtol), init(energy, z0, parts))
+    return jax.lax.while_loop(cond, lambda s: step(energy, parts, s, xtol), init(energy, z0, parts, damping0))
