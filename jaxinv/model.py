@@ -82,7 +82,6 @@ class Posterior(eqx.Module):
 
     model: Model
     y: jax.Array
-    names: tuple[str, ...] = eqx.field(static=True)
     sizes: tuple[int, ...] = eqx.field(static=True)
 
     def __init__(self, model: Model, y):
@@ -97,9 +96,7 @@ class Posterior(eqx.Module):
             raise ValueError(f"data contain {bad} non-finite value(s) (NaN or inf)")
         self.model = model
         self.y = jnp.asarray(y, dtype=jnp.result_type(float))
-        priors = model.all_priors
-        self.names = model.parameter_names
-        self.sizes = tuple(p.unconstrained_size for p in priors.values())
+        self.sizes = tuple(p.unconstrained_size for p in model.all_priors.values())
         try:
             predicted = jax.eval_shape(self.predict, jnp.zeros(self.dim))
         except KeyError as err:
@@ -115,6 +112,11 @@ class Posterior(eqx.Module):
             model.likelihood.validate(self.y)
 
     # -- layout ------------------------------------------------------------------
+    @property
+    def names(self) -> tuple[str, ...]:
+        """Parameter names in the order of ``z``."""
+        return self.model.parameter_names
+
     @property
     def priors(self) -> dict[str, Prior]:
         """``{name: prior}`` in the fixed order of ``z`` (``Model.parameter_names``)."""

@@ -98,6 +98,9 @@ def test_explicit_init_and_adam():
     fit = ji.map_estimate(post, init=[{"a": 0.0, "b": 0.0}, {"a": 5.0, "b": -5.0}], optimizer="adam", max_steps=200)
     assert fit.stats["energies"].shape == (2,)
     assert float(fit.params["a"]) == pytest.approx(2.0, rel=1e-4)
+    batched = ji.map_estimate(post, init={"a": jnp.array([0.0, 1.0, 3.0]), "b": jnp.array([1.0, 2.0, 0.5])})
+    assert batched.stats["starts"].shape == (3, 2)
+    assert float(batched.params["b"]) == pytest.approx(float(fit.params["b"]), rel=1e-8)
     with pytest.raises(ValueError, match="outside the prior support"):
         ji.map_estimate(ji.Model(lambda p: p["s"] * x, {"s": ji.priors.HalfNormal(1.0)},
                                  ji.likelihoods.Normal(sigma=0.1)).condition(x), init={"s": -1.0})

@@ -7,8 +7,10 @@
 3. Every end point is polished by Levenberg-Marquardt on the same energy
    (generalised Gauss-Newton curvature for least-squares likelihoods), which
    brings NIST StRD problems to their certified values.
-4. The best start is the mode; the Laplace approximation there gives standard
-   errors and the Laplace log-evidence (:mod:`jaxinv.inference.laplace`).
+4. The best end point is the MAP (the mode in physical parameter space).  A
+   short further polish with the log-Jacobian reaches the mode in unconstrained
+   space, where the Laplace approximation gives standard errors and the Laplace
+   log-evidence (:mod:`jaxinv.inference.laplace`).
 """
 
 from __future__ import annotations
@@ -55,8 +57,7 @@ def _starting_points(post: Posterior, key, n_starts: int, init) -> jax.Array:
             first = next(iter(shapes))
             batched = jnp.ndim(point[first]) == len(shapes[first]) + 1
             if batched:
-                n = jnp.shape(point[first])[0]
-                zs.extend(post.unconstrain({k: v[i] for k, v in point.items()}) for i in range(n))
+                zs.extend(jax.vmap(post.unconstrain)({k: jnp.asarray(v) for k, v in point.items()}))
             else:
                 zs.append(post.unconstrain(point))
         z0 = jnp.stack(zs)
