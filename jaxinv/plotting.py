@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from pathlib import Path
 
+import equinox as eqx
 import jax
 import numpy as np
 
@@ -19,6 +20,12 @@ def _pyplot():
     import matplotlib.pyplot as plt
 
     return plt
+
+
+@eqx.filter_jit
+def _curves(post, forward, zs):
+    """``forward`` evaluated at the forward parameters of each row of ``zs``."""
+    return jax.vmap(lambda z: forward(post.forward_params(z)))(zs)
 
 
 def plot_free_energy(selection: Selection, path) -> Path:
@@ -62,14 +69,13 @@ def plot_fit(
     for name, res in selection.results.items():
         post = res.laplace.posterior
         forward = forward_at(post.model.forward, grid) if smooth else post.model.forward
-        curve = lambda z: forward(post.forward_params(z))
         z_map = post.unconstrain(res.params)
-        top.plot(grid, np.asarray(curve(z_map)), "-" if name == chosen else "--", label=name)
+        top.plot(grid, np.asarray(_curves(post, forward, z_map[None])[0]), "-" if name == chosen else "--", label=name)
         if name == chosen:
-            resid = y - np.asarray(post.predict(z_map))
+            resid = y - np.asarray(_curves(post, post.model.forward, z_map[None])[0])
             if np.isfinite(float(res.log_evidence)):
                 zs = res.laplace.sample_unconstrained(jax.random.key(0) if key is None else key, (n_draws,))
-                lo, hi = np.quantile(np.asarray(jax.vmap(curve)(zs)), [0.05, 0.95], axis=0)
+                lo, hi = np.quantile(np.asarray(_curves(post, forward, zs)), [0.05, 0.95], axis=0)
                 top.fill_between(grid, lo, hi, alpha=0.25, label=f"{name} 90% band")
     bottom.axhline(0.0, color="0.5", lw=0.8)
     bottom.plot(x, resid, "ko")

@@ -15,6 +15,7 @@ model.  Standard errors of the constrained parameters follow by the delta method
 
 from __future__ import annotations
 
+import functools
 import math
 import warnings
 from typing import Any
@@ -28,6 +29,21 @@ from ..model import Posterior
 from ..results import Result
 
 __all__ = ["Laplace", "laplace"]
+
+
+@functools.partial(jax.jit, static_argnums=3)
+def _gaussian_draws(mode, covariance, key, shape):
+    chol = jnp.linalg.cholesky(covariance)
+    eps = jax.random.normal(key, shape + (mode.size,), dtype=mode.dtype)
+    return mode + eps @ chol.T, jnp.all(jnp.isfinite(chol))
+
+
+@eqx.filter_jit
+def _constrain_draws(post: Posterior, z):
+    flat = z.reshape(-1, z.shape[-1])
+    params = jax.vmap(post.constrain)(flat)
+    params = {k: v.reshape(z.shape[:-1] + v.shape[1:]) for k, v in params.items()}
+    return params, jax.vmap(post.energy)(flat).reshape(z.shape[:-1])
 
 
 class Laplace(eqx.Module):
@@ -61,11 +77,10 @@ class Laplace(eqx.Module):
 
     def sample_unconstrained(self, key, shape=(1000,)) -> jax.Array:
         """Draws of ``z ~ N(mode, covariance)``, shape ``(*shape, dim)``."""
-        chol = jnp.linalg.cholesky(self.covariance)
-        if not bool(jnp.all(jnp.isfinite(chol))):
+        z, ok = _gaussian_draws(self.mode, self.covariance, key, tuple(shape))
+        if not bool(ok):
             raise ValueError("the Hessian at the mode is not positive definite: no Gaussian to draw from")
-        eps = jax.random.normal(key, tuple(shape) + (self.mode.size,), dtype=self.mode.dtype)
-        return self.mode + eps @ chol.T
+        return z
 
     def sample(self, key, n_draws: int = 2000, n_chains: int = 1) -> Result:
         """Draws of the constrained parameters from the Gaussian approximation,
@@ -73,14 +88,15 @@ class Laplace(eqx.Module):
         if self.posterior is None:
             raise ValueError("this Laplace approximation has no posterior attached (loaded from disk?)")
         z = self.sample_unconstrained(key, (n_chains, n_draws))
-        params = jax.vmap(jax.vmap(self.posterior.constrain))(z)
+        params, energy = _constrain_draws(self.posterior, z)
+        params = {name: params[name] for name in self.posterior.names}  # jit returns dicts key-sorted
         return Result(
             params=params,
             method="laplace",
             sample_dims=2,
             log_evidence=self.log_evidence,
             log_evidence_se=jnp.asarray(0.0),
-            stats={"energy": jax.vmap(jax.vmap(self.posterior.energy))(z)},
+            stats={"energy": energy},
             laplace=self,
             observed=self.posterior.y,
         )
@@ -110,16 +126,26 @@ class Laplace(eqx.Module):
 
 @eqx.filter_jit
 def _expand(post: Posterior, mode):
-    """Energy, Hessian, its Cholesky factor and d(theta)/dz at ``mode`` (compiled)."""
+    """Everything numerical of the Laplace approximation at ``mode``, compiled:
+    Hessian, covariance (if positive definite), log-evidence, constrained sds."""
     # improper priors: no density of z to expand; use the parameter-space energy
     energy = post.energy if post.is_proper else post.map_energy
     hessian = jax.hessian(energy)(mode)
     hessian = 0.5 * (hessian + hessian.T)
+    chol = jnp.linalg.cholesky(hessian)
+    positive_definite = jnp.all(jnp.isfinite(chol))
+    inv_chol = jax.scipy.linalg.solve_triangular(chol, jnp.eye(mode.size, dtype=mode.dtype), lower=True)
+    covariance = jnp.where(positive_definite, inv_chol.T @ inv_chol, jnp.linalg.pinv(hessian))
+    log_det = 2.0 * jnp.sum(jnp.log(jnp.diag(chol)))
+    log_evidence = -energy(mode) + 0.5 * mode.size * math.log(2.0 * math.pi) - 0.5 * log_det
+    log_evidence = jnp.where(positive_definite & post.is_proper, log_evidence, jnp.nan)
 
     def flat_params(z):
         return jnp.concatenate([jnp.ravel(v) for v in post.constrain(z).values()])
 
-    return energy(mode), hessian, jnp.linalg.cholesky(hessian), jax.jacfwd(flat_params)(mode)
+    jac = jax.jacfwd(flat_params)(mode)
+    sd = jnp.sqrt(jnp.maximum(jnp.einsum("ij,jk,ik->i", jac, covariance, jac), 0.0))
+    return hessian, covariance, log_evidence, sd, positive_definite, post.constrain(mode)
 
 
 def laplace(post: Posterior, mode, boundary_params: dict | None = None) -> Laplace:
@@ -129,32 +155,21 @@ def laplace(post: Posterior, mode, boundary_params: dict | None = None) -> Lapla
     (default: the constrained ``mode``); :func:`~jaxinv.map_estimate` passes the
     MAP, which sits closer to a bound than the unconstrained mode does."""
     mode = jnp.asarray(mode)
-    energy_at_mode, hessian, chol, jac = _expand(post, mode)
-    if bool(jnp.all(jnp.isfinite(chol))):
-        eye = jnp.eye(mode.size, dtype=mode.dtype)
-        inv_chol = jax.scipy.linalg.solve_triangular(chol, eye, lower=True)
-        covariance = inv_chol.T @ inv_chol
-        log_det = 2.0 * jnp.sum(jnp.log(jnp.diag(chol)))
-        log_evidence = -energy_at_mode + 0.5 * mode.size * math.log(2.0 * math.pi) - 0.5 * log_det
-    else:
+    hessian, covariance, log_evidence, sd, positive_definite, at_mode = _expand(post, mode)
+    if not bool(positive_definite):
         warnings.warn(
             "the Hessian of the energy at the mode is not positive definite (a flat or "
             "unidentified direction): Laplace covariance is a pseudo-inverse and the evidence is NaN",
             RuntimeWarning,
             stacklevel=2,
         )
-        covariance = jnp.linalg.pinv(hessian)
-        log_evidence = jnp.asarray(jnp.nan, dtype=mode.dtype)
-    if not post.is_proper:
-        log_evidence = jnp.asarray(jnp.nan, dtype=mode.dtype)
-    var = jnp.einsum("ij,jk,ik->i", jac, covariance, jac)
-    sd = jnp.sqrt(jnp.maximum(var, 0.0))
+    sd = np.asarray(sd)
     standard_errors, start = {}, 0
     for name, shape in post.parameter_shapes().items():
         size = math.prod(shape)
-        standard_errors[name] = jnp.reshape(sd[start : start + size], shape)
+        standard_errors[name] = jnp.asarray(sd[start : start + size].reshape(shape))
         start += size
-    params = post.constrain(mode) if boundary_params is None else boundary_params
+    params = at_mode if boundary_params is None else boundary_params
     at_boundary = tuple(name for name, prior in post.priors.items() if prior.at_boundary(params[name]))
     return Laplace(
         mode=mode,

@@ -38,7 +38,7 @@ def _starting_points(post: Posterior, key, n_starts: int, init) -> jax.Array:
             raise ValueError("map_estimate needs a PRNG key (or explicit init=) to draw starting points")
         if n_starts < 1:
             raise ValueError(f"n_starts must be >= 1, got {n_starts}")
-        return post.init(key, n_starts)
+        return _prior_draws(post, key, n_starts)
     if isinstance(init, dict):
         init = [init]
     if isinstance(init, (list, tuple)):
@@ -68,6 +68,19 @@ def _starting_points(post: Posterior, key, n_starts: int, init) -> jax.Array:
     if not bool(jnp.all(jnp.isfinite(z0))):
         raise ValueError("a starting point lies outside the prior support (non-finite after the unconstrained map)")
     return z0
+
+
+@eqx.filter_jit
+def _prior_draws(post: Posterior, key, n: int):
+    return post.init(key, n)
+
+
+@eqx.filter_jit
+def _best(post: Posterior, z, energies):
+    """The lowest finite energy's point, its parameters and the gradient norm there."""
+    best = jnp.argmin(jnp.where(jnp.isfinite(energies), energies, jnp.inf))
+    z_map = z[best]
+    return best, z_map, post.constrain(z_map), jnp.linalg.norm(jax.grad(post.map_energy)(z_map))
 
 
 @functools.lru_cache(maxsize=None)
@@ -217,13 +230,12 @@ def map_estimate(
             "every start has a non-finite energy: the prior may exclude the data, or the forward "
             "model returns NaN/inf over the prior's range"
         )
-    best = int(jnp.argmin(jnp.where(jnp.isfinite(energies), energies, jnp.inf)))
-    z_map = z[best]
-    params = post.constrain(z_map)
+    best, z_map, params, gradient_norm = _best(post, z, energies)
+    params = {name: params[name] for name in post.names}  # jit returns dicts key-sorted
     if post.is_proper:
         z_laplace, laplace_gradient = _unconstrained_mode(post, z_map, polish_steps)
     else:
-        z_laplace, laplace_gradient = z_map, jnp.linalg.norm(jax.grad(post.map_energy)(z_map))
+        z_laplace, laplace_gradient = z_map, gradient_norm
     approx = laplace(post, z_laplace, boundary_params=params)
     return Result(
         params=params,
@@ -239,9 +251,9 @@ def map_estimate(
             "polish_steps": lm_steps,
             "converged": converged,
             "stalled": stalled,
-            "best": jnp.asarray(best),
+            "best": best,
             "energy": energies[best],
-            "gradient_norm": jnp.linalg.norm(jax.grad(post.map_energy)(z_map)),
+            "gradient_norm": gradient_norm,
             "laplace_gradient_norm": laplace_gradient,
         },
         laplace=approx,
