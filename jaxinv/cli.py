@@ -111,19 +111,6 @@ def list_problems(args) -> int:
     return 0
 
 
-def _enable_compilation_cache() -> None:
-    """Keep compiled XLA programs between runs (``$JAXINV_CACHE_DIR``, default
-    ``~/.cache/jaxinv/xla``; set it to an empty string to disable): the second run
-    of a problem skips most of its compile time."""
-    import os
-
-    default = Path(os.environ.get("XDG_CACHE_HOME", Path.home() / ".cache")) / "jaxinv" / "xla"
-    path = os.environ.get("JAXINV_CACHE_DIR", str(default))
-    if path:
-        jax.config.update("jax_compilation_cache_dir", path)
-        jax.config.update("jax_persistent_cache_min_compile_time_secs", 0.0)
-
-
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="jaxinv", description="Bayesian measurement with JAX")
     sub = parser.add_subparsers(dest="command", required=True)
@@ -146,7 +133,6 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv=None) -> int:
     args = build_parser().parse_args(argv)
-    _enable_compilation_cache()
     try:
         with warnings.catch_warnings():
             warnings.simplefilter("ignore", FutureWarning)
