@@ -8,7 +8,7 @@ Bayesian free energy for model selection.  See ``docs/`` and DESIGN.md.
 from . import _config  # noqa: F401  (float64 by default; must run before any array is made)
 from . import likelihoods, priors
 from ._config import precision, set_precision
-from .inference import Laplace, laplace, map_estimate
+from .inference import Laplace, laplace, map_estimate, sample
 from .model import Model, Posterior
 from .problem import Dataset, Problem
 from .results import Result
@@ -30,5 +30,6 @@ __all__ = [
     "map_estimate",
     "precision",
     "priors",
+    "sample",
     "set_precision",
 ]
