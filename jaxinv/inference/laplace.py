@@ -27,6 +27,7 @@ import numpy as np
 
 from ..model import Posterior
 from ..results import Result
+from ._draws import constrain_draws
 
 __all__ = ["Laplace", "laplace"]
 
@@ -36,14 +37,6 @@ def _gaussian_draws(mode, covariance, key, shape):
     chol = jnp.linalg.cholesky(covariance)
     eps = jax.random.normal(key, shape + (mode.size,), dtype=mode.dtype)
     return mode + eps @ chol.T, jnp.all(jnp.isfinite(chol))
-
-
-@eqx.filter_jit
-def _constrain_draws(post: Posterior, z):
-    flat = z.reshape(-1, z.shape[-1])
-    params = jax.vmap(post.constrain)(flat)
-    params = {k: v.reshape(z.shape[:-1] + v.shape[1:]) for k, v in params.items()}
-    return params, jax.vmap(post.energy)(flat).reshape(z.shape[:-1])
 
 
 class Laplace(eqx.Module):
@@ -88,8 +81,7 @@ class Laplace(eqx.Module):
         if self.posterior is None:
             raise ValueError("this Laplace approximation has no posterior attached (loaded from disk?)")
         z = self.sample_unconstrained(key, (n_chains, n_draws))
-        params, energy = _constrain_draws(self.posterior, z)
-        params = {name: params[name] for name in self.posterior.names}  # jit returns dicts key-sorted
+        params, energy = constrain_draws(self.posterior, z)
         return Result(
             params=params,
             method="laplace",

@@ -21,6 +21,7 @@ import numpy as np
 
 from ..model import Posterior
 from ..results import Result, _az
+from ._draws import constrain_draws
 
 __all__ = ["sample_hmc"]
 
@@ -125,9 +126,7 @@ def sample_hmc(
         target_acceptance,
     )
     z, energy, diverging, acceptance, n_steps = trace
-    flat = z.reshape(-1, post.dim)
-    params = jax.vmap(post.constrain)(flat)
-    params = {name: params[name].reshape((n_chains, n_draws) + params[name].shape[1:]) for name in post.names}
+    params, _ = constrain_draws(post, z)
     rhat, ess_bulk, ess_tail = _diagnostics(params)
     divergences = int(jnp.sum(diverging))
     bad = [f"{k} (R-hat {v:.3f})" for k, v in rhat.items() if not v <= 1.01]
