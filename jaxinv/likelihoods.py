@@ -77,18 +77,61 @@ class Likelihood(eqx.Module):
     def validate(self, y) -> None:
         """Raise ``ValueError`` when ``y`` is outside the likelihood's support or
         a fixed noise array does not match it."""
-        for fname in ("sigma",):
-            val = getattr(self, fname, None)
-            if val is not None and not isinstance(val, Prior):
-                try:
-                    jnp.broadcast_shapes(jnp.shape(val), jnp.shape(y))
-                except ValueError:
-                    raise ValueError(
-                        f"{fname} has shape {jnp.shape(val)}, which does not broadcast to the data shape {jnp.shape(y)}"
-                    ) from None
+        sigma = getattr(self, "sigma", None)
+        if sigma is not None and not isinstance(sigma, Prior):
+            try:
+                jnp.broadcast_shapes(jnp.shape(sigma), jnp.shape(y))
+            except ValueError:
+                raise ValueError(
+                    f"sigma has shape {jnp.shape(sigma)}, which does not broadcast to the data shape {jnp.shape(y)}"
+                ) from None
 
 
-class Normal(Likelihood):
+class _GaussianResiduals(Likelihood):
+    """Gaussian noise on ``g(y)``: ``g(y_i) ~ N(g(f_i), sigma_i^2)``, with ``g`` the
+    identity (:class:`Normal`) or ``log`` (:class:`LogNormal`).  Per datum
+
+        -log p(y_i) = 1/2 r_i^2 + c_i,   r_i = (g(y_i) - g(f_i)) / sigma_i,
+        c_i = log sigma_i + log |g'(y_i)| + 1/2 log 2 pi,
+
+    one definition serving both the log-density and the least-squares parts."""
+
+    sigma: Any
+    name: str = eqx.field(static=True, default="sigma")
+
+    def __init__(self, sigma, name: str = "sigma"):
+        self.sigma = _noise(sigma, f"{type(self).__name__} likelihood sigma")
+        self.name = name
+
+    def parameters(self):
+        return {self.name: self.sigma} if isinstance(self.sigma, Prior) else {}
+
+    @property
+    def least_squares(self) -> bool:
+        return True
+
+    def _map(self, values):
+        return values
+
+    def _log_jacobian(self, y):
+        """``log |g'(y)|``: the change of variables from ``g(y)`` back to ``y``."""
+        return jnp.zeros_like(y)
+
+    def _pointwise_parts(self, y, prediction, params):
+        sigma = jnp.broadcast_to(self._value(self.sigma, self.name, params), jnp.shape(y))
+        r = (self._map(y) - self._map(prediction)) / sigma
+        return r, jnp.log(sigma) + self._log_jacobian(y) + 0.5 * _LOG_2PI
+
+    def pointwise_log_prob(self, y, prediction, params):
+        r, c = self._pointwise_parts(y, prediction, params)
+        return -0.5 * r**2 - c
+
+    def least_squares_parts(self, y, prediction, params):
+        r, c = self._pointwise_parts(y, prediction, params)
+        return r, jnp.sum(c)
+
+
+class Normal(_GaussianResiduals):
     """Gaussian noise: ``y_i ~ N(f_i, sigma_i^2)``.
 
     ``-log L = 1/2 sum_i ((y_i - f_i)/sigma_i)^2 + sum_i log sigma_i + n/2 log 2 pi``.
@@ -99,29 +142,6 @@ class Normal(Likelihood):
             (inferred, one scalar or an array).
         name: the parameter name when ``sigma`` is inferred.
     """
-
-    sigma: Any
-    name: str = eqx.field(static=True, default="sigma")
-
-    def __init__(self, sigma, name: str = "sigma"):
-        self.sigma = _noise(sigma, "Normal likelihood sigma")
-        self.name = name
-
-    def parameters(self):
-        return {self.name: self.sigma} if isinstance(self.sigma, Prior) else {}
-
-    def least_squares_parts(self, y, prediction, params):
-        sigma = jnp.broadcast_to(self._value(self.sigma, self.name, params), jnp.shape(y))
-        return (y - prediction) / sigma, jnp.sum(jnp.log(sigma)) + 0.5 * jnp.size(y) * _LOG_2PI
-
-    @property
-    def least_squares(self) -> bool:
-        return True
-
-    def pointwise_log_prob(self, y, prediction, params):
-        sigma = self._value(self.sigma, self.name, params)
-        r = (y - prediction) / sigma
-        return -0.5 * r**2 - jnp.log(sigma) - 0.5 * _LOG_2PI
 
 
 class StudentT(Likelihood):
@@ -180,36 +200,17 @@ class Poisson(Likelihood):
             raise ValueError("Poisson likelihood needs non-negative integer counts in the data")
 
 
-class LogNormal(Likelihood):
+class LogNormal(_GaussianResiduals):
     """Multiplicative noise: ``log y_i ~ N(log f_i, sigma^2)`` for ``y, f > 0``.
 
-    ``sigma`` is the standard deviation of ``log y`` (≈ relative error)."""
+    ``sigma`` is the standard deviation of ``log y`` (≈ relative error); the
+    density of ``y`` carries the Jacobian ``1/y``."""
 
-    sigma: Any
-    name: str = eqx.field(static=True, default="sigma")
+    def _map(self, values):
+        return jnp.log(values)
 
-    def __init__(self, sigma, name: str = "sigma"):
-        self.sigma = _noise(sigma, "LogNormal likelihood sigma")
-        self.name = name
-
-    def parameters(self):
-        return {self.name: self.sigma} if isinstance(self.sigma, Prior) else {}
-
-    def least_squares_parts(self, y, prediction, params):
-        sigma = jnp.broadcast_to(self._value(self.sigma, self.name, params), jnp.shape(y))
-        logy = jnp.log(y)
-        r = (logy - jnp.log(prediction)) / sigma
-        return r, jnp.sum(jnp.log(sigma) + logy) + 0.5 * jnp.size(y) * _LOG_2PI
-
-    @property
-    def least_squares(self) -> bool:
-        return True
-
-    def pointwise_log_prob(self, y, prediction, params):
-        sigma = self._value(self.sigma, self.name, params)
-        logy = jnp.log(y)
-        r = (logy - jnp.log(prediction)) / sigma
-        return -0.5 * r**2 - jnp.log(sigma) - logy - 0.5 * _LOG_2PI
+    def _log_jacobian(self, y):
+        return jnp.log(y)
 
     def validate(self, y) -> None:
         super().validate(y)

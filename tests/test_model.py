@@ -149,3 +149,18 @@ def test_clear_errors_for_model_definition_mistakes():
         ji.map_estimate(post, init={"amplitude": 1.0, "time_constant": 1.0, "tau": 2.0})
     # a plain list of per-point errors is an array, not a prior
     ji.Model(forward, PRIORS, ji.likelihoods.Normal(sigma=[0.1] * 20)).condition(CLEAN)
+
+
+def test_likelihood_densities_match_numpyro():
+    import numpyro.distributions as npd
+
+    y, f, s = jnp.array([0.5, 1.2, 3.0]), jnp.array([0.7, 1.0, 2.5]), jnp.array([0.1, 0.3, 0.2])
+    cases = [
+        (ji.likelihoods.Normal(sigma=s), npd.Normal(f, s).log_prob(y)),
+        (ji.likelihoods.LogNormal(sigma=s), npd.LogNormal(jnp.log(f), s).log_prob(y)),
+        (ji.likelihoods.StudentT(df=3.0, sigma=s), npd.StudentT(3.0, f, s).log_prob(y)),
+        (ji.likelihoods.Poisson(), npd.Poisson(f).log_prob(jnp.array([0.0, 1.0, 4.0]))),
+    ]
+    for lik, expected in cases:
+        yy = jnp.array([0.0, 1.0, 4.0]) if isinstance(lik, ji.likelihoods.Poisson) else y
+        np.testing.assert_allclose(lik.pointwise_log_prob(yy, f, {}), expected, rtol=1e-12)

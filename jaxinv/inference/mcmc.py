@@ -47,8 +47,8 @@ def _run_chains(post: Posterior, keys, z0, method: str, n_warmup: int, n_draws: 
         warmup = blackjax.window_adaptation(
             algorithm, logdensity, target_acceptance_rate=target_acceptance, **extra
         )
+        # the tuned parameters include the fixed ones (num_integration_steps for HMC)
         (state, parameters), _ = warmup.run(warm_key, z, num_steps=n_warmup)
-        parameters = {**extra, **parameters}
 
         def step(state, key):
             jitter_key, key = jax.random.split(key)
