@@ -38,9 +38,12 @@ def _algorithm(method: str, num_integration_steps: int):
 
 @eqx.filter_jit
 def _run_chains(post: Posterior, keys, z0, method: str, n_warmup: int, n_draws: int, num_integration_steps: int,
-                target_acceptance: float):
+                target_acceptance: float, beta):
     algorithm, extra = _algorithm(method, num_integration_steps)
-    logdensity = post.log_density
+
+    def logdensity(z):
+        # the power posterior p(y|z)^beta p(z); beta = 1 is the posterior
+        return post.log_prior(z) + beta * post.log_likelihood(z)
 
     def one_chain(key, z):
         warm_key, draw_key = jax.random.split(key)
@@ -59,7 +62,7 @@ def _run_chains(post: Posterior, keys, z0, method: str, n_warmup: int, n_draws: 
                 tuned["step_size"] = tuned["step_size"] * jax.random.uniform(jitter_key, minval=0.8, maxval=1.2)
             state, info = algorithm(logdensity, **tuned).step(key, state)
             return state, (state.position, -state.logdensity, info.is_divergent, info.acceptance_rate,
-                           info.num_integration_steps)
+                           info.num_integration_steps, post.log_likelihood(state.position))
 
         _, trace = jax.lax.scan(step, state, jax.random.split(draw_key, n_draws))
         return trace, parameters["step_size"]
@@ -91,6 +94,7 @@ def sample_hmc(
     init=None,
     num_integration_steps: int = 16,
     target_acceptance: float = 0.8,
+    beta: float = 1.0,
 ) -> Result:
     """Posterior draws by NUTS (default) or static-path HMC.
 
@@ -104,10 +108,12 @@ def sample_hmc(
         init: unconstrained starting points ``(n_chains, dim)``; default: prior draws.
         num_integration_steps: leapfrog steps per HMC proposal (``"hmc"`` only).
         target_acceptance: dual-averaging target acceptance rate.
+        beta: inverse temperature: draws from the power posterior
+            ``p(y | theta)^beta p(theta)`` (1: the posterior; WBIC uses ``1/log n``).
 
     Returns:
         A :class:`~jaxinv.Result` with ``params`` of shape ``(n_chains, n_draws, ...)``
-        and ``stats``: per-draw ``energy``, ``diverging``, ``acceptance_rate``,
+        and ``stats``: per-draw ``energy``, ``log_likelihood``, ``diverging``, ``acceptance_rate``,
         ``n_steps`` (leapfrog steps); per chain ``step_size``; and ``rhat_max``,
         ``ess_min`` (bulk), ``ess_tail_min``, ``divergences`` (total), plus
         per-parameter ``rhat_NAME``, ``ess_bulk_NAME``, ``ess_tail_NAME``.
@@ -115,6 +121,8 @@ def sample_hmc(
         when any transition diverged.
     """
     _algorithm(method, num_integration_steps)  # validates the name
+    if not 0.0 < beta <= 1.0:
+        raise ValueError(f"beta must lie in (0, 1], got {beta}")
     if n_chains < 1 or n_draws < 1 or n_warmup < 0:
         raise ValueError("n_chains and n_draws must be >= 1 and n_warmup >= 0")
     init_key, run_key = jax.random.split(key)
@@ -123,9 +131,9 @@ def sample_hmc(
         raise ValueError(f"init must have shape ({n_chains}, {post.dim}), got {z0.shape}")
     trace, step_size = _run_chains(
         post, jax.random.split(run_key, n_chains), z0, method, n_warmup, n_draws, num_integration_steps,
-        target_acceptance,
+        target_acceptance, jnp.asarray(beta, dtype=jnp.result_type(float)),
     )
-    z, energy, diverging, acceptance, n_steps = trace
+    z, energy, diverging, acceptance, n_steps, log_likelihood = trace
     params, _ = constrain_draws(post, z)
     rhat, ess_bulk, ess_tail = _diagnostics(params)
     divergences = int(jnp.sum(diverging))
@@ -138,6 +146,7 @@ def sample_hmc(
                       "integrator cannot follow; the draws may be biased", RuntimeWarning, stacklevel=2)
     stats = {
         "energy": energy,
+        "log_likelihood": log_likelihood,
         "diverging": diverging,
         "acceptance_rate": acceptance,
         "n_steps": n_steps,
