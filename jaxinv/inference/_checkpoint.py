@@ -51,17 +51,21 @@ def save(path, fp: str, state) -> None:
 
 
 def restore(path, fp: str, template):
-    """The state saved at ``path`` if it exists (shaped like ``template``), else ``template``."""
+    """The state saved at ``path`` (shaped like ``template``: arrays or
+    ``jax.ShapeDtypeStruct``), or ``None`` when there is no checkpoint yet."""
     path = Path(path)
     if not path.exists():
-        return template
-    with np.load(path) as data:
-        if str(data["fingerprint"]) != fp:
-            raise ValueError(f"checkpoint {path} belongs to a different run (other key, settings or data); "
-                             "remove it or choose another path")
-        leaves, treedef = jax.tree.flatten(template)
-        loaded = [data[f"leaf_{i}"] for i in range(len(leaves))]
+        return None
+    leaves, treedef = jax.tree.flatten(template)
+    try:
+        with np.load(path) as data:
+            if str(data["fingerprint"]) != fp:
+                raise ValueError(f"checkpoint {path} belongs to a different run (other key, settings or data); "
+                                 "remove it or choose another path")
+            loaded = [data[f"leaf_{i}"] for i in range(len(leaves))]
+    except (OSError, KeyError, EOFError) as err:
+        raise ValueError(f"checkpoint {path} cannot be read ({err}); remove it to start afresh") from None
     for new, old in zip(loaded, leaves):
-        if new.shape != np.shape(old):
+        if tuple(new.shape) != tuple(old.shape):
             raise ValueError(f"checkpoint {path} does not match this run's state shapes")
-    return jax.tree.unflatten(treedef, [jax.numpy.asarray(x, dtype=np.asarray(old).dtype) for x, old in zip(loaded, leaves)])
+    return jax.tree.unflatten(treedef, [jax.numpy.asarray(x, dtype=old.dtype) for x, old in zip(loaded, leaves)])

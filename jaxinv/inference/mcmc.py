@@ -12,6 +12,7 @@ rank-normalised split R-hat and bulk/tail effective sample sizes (via ArviZ).
 from __future__ import annotations
 
 import warnings
+from typing import Any, NamedTuple
 
 import blackjax
 import equinox as eqx
@@ -21,7 +22,9 @@ import numpy as np
 
 from ..model import Posterior
 from ..results import Result, _az
+from . import _checkpoint
 from ._draws import constrain_draws
+from ._progress import report_progress
 
 __all__ = ["sample_hmc"]
 
@@ -36,38 +39,84 @@ def _algorithm(method: str, num_integration_steps: int):
     raise ValueError(f"unknown HMC method {method!r}; available: {_METHODS}")
 
 
-@eqx.filter_jit
-def _run_chains(post: Posterior, keys, z0, method: str, n_warmup: int, n_draws: int, num_integration_steps: int,
-                target_acceptance: float, beta):
-    algorithm, extra = _algorithm(method, num_integration_steps)
+class _Config(NamedTuple):
+    method: str
+    n_warmup: int
+    n_draws: int
+    num_integration_steps: int
+    target_acceptance: float
+    beta: float
 
+
+class _Chain(NamedTuple):
+    """One chain between draws: sampler state, tuned parameters, draws so far."""
+
+    state: Any
+    parameters: dict
+    n_done: jax.Array
+    position: jax.Array
+    energy: jax.Array
+    diverging: jax.Array
+    acceptance: jax.Array
+    n_steps: jax.Array
+    log_likelihood: jax.Array
+
+
+def _logdensity(post: Posterior, beta):
     def logdensity(z):
         # the power posterior p(y|z)^beta p(z); beta = 1 is the posterior
         return post.log_prior(z) + beta * post.log_likelihood(z)
 
+    return logdensity
+
+
+@eqx.filter_jit
+def _warmup(post: Posterior, config: _Config, keys, z0):
+    """Window adaptation of every chain (vmapped); returns the chains ready to draw."""
+    algorithm, extra = _algorithm(config.method, config.num_integration_steps)
+    logdensity = _logdensity(post, config.beta)
+
     def one_chain(key, z):
-        warm_key, draw_key = jax.random.split(key)
         warmup = blackjax.window_adaptation(
-            algorithm, logdensity, target_acceptance_rate=target_acceptance, **extra
+            algorithm, logdensity, target_acceptance_rate=config.target_acceptance, **extra
         )
         # the tuned parameters include the fixed ones (num_integration_steps for HMC)
-        (state, parameters), _ = warmup.run(warm_key, z, num_steps=n_warmup)
+        (state, parameters), _ = warmup.run(key, z, num_steps=config.n_warmup)
+        n, d, dtype = config.n_draws, z.shape[0], z.dtype
+        return _Chain(state, parameters, jnp.asarray(0), jnp.zeros((n, d), dtype), jnp.zeros(n, dtype),
+                      jnp.zeros(n, bool), jnp.zeros(n, dtype), jnp.zeros(n, jnp.int32), jnp.zeros(n, dtype))
 
-        def step(state, key):
-            jitter_key, key = jax.random.split(key)
-            tuned = dict(parameters)
-            if method == "hmc":
+    return jax.vmap(one_chain)(keys, z0)
+
+
+@eqx.filter_jit
+def _draw(post: Posterior, config: _Config, keys, chains: _Chain, stop_at):
+    """Advance every chain to ``min(stop_at, n_draws)`` draws; draw ``i`` uses ``fold_in(key, i)``."""
+    algorithm, _ = _algorithm(config.method, config.num_integration_steps)
+    logdensity = _logdensity(post, config.beta)
+
+    def one_chain(key, chain: _Chain):
+        def body(c: _Chain):
+            i = c.n_done
+            jitter_key, step_key = jax.random.split(jax.random.fold_in(key, i))
+            tuned = dict(c.parameters)
+            if config.method == "hmc":
                 # a fixed path length resonates with near-Gaussian targets; jitter the
                 # step size by +-20% each transition (Neal 2011, Handbook of MCMC, sec. 5.4.2.3)
                 tuned["step_size"] = tuned["step_size"] * jax.random.uniform(jitter_key, minval=0.8, maxval=1.2)
-            state, info = algorithm(logdensity, **tuned).step(key, state)
-            return state, (state.position, -state.logdensity, info.is_divergent, info.acceptance_rate,
-                           info.num_integration_steps, post.log_likelihood(state.position))
+            state, info = algorithm(logdensity, **tuned).step(step_key, c.state)
+            return c._replace(
+                state=state, n_done=i + 1,
+                position=c.position.at[i].set(state.position), energy=c.energy.at[i].set(-state.logdensity),
+                diverging=c.diverging.at[i].set(info.is_divergent),
+                acceptance=c.acceptance.at[i].set(info.acceptance_rate),
+                n_steps=c.n_steps.at[i].set(info.num_integration_steps),
+                log_likelihood=c.log_likelihood.at[i].set(post.log_likelihood(state.position)),
+            )
 
-        _, trace = jax.lax.scan(step, state, jax.random.split(draw_key, n_draws))
-        return trace, parameters["step_size"]
+        return jax.lax.while_loop(lambda c: (c.n_done < stop_at) & (c.n_done < config.n_draws), body, chain)
 
-    return jax.vmap(one_chain)(keys, z0)
+    return jax.vmap(one_chain)(keys, chains)
 
 
 def _diagnostics(params: dict) -> tuple[dict, dict, dict]:
@@ -95,6 +144,9 @@ def sample_hmc(
     num_integration_steps: int = 16,
     target_acceptance: float = 0.8,
     beta: float = 1.0,
+    checkpoint=None,
+    checkpoint_every: int = 200,
+    progress=None,
 ) -> Result:
     """Posterior draws by NUTS (default) or static-path HMC.
 
@@ -110,6 +162,11 @@ def sample_hmc(
         target_acceptance: dual-averaging target acceptance rate.
         beta: inverse temperature: draws from the power posterior
             ``p(y | theta)^beta p(theta)`` (1: the posterior; WBIC uses ``1/log n``).
+        checkpoint: checkpoint file: written atomically after warmup and every
+            ``checkpoint_every`` draws; a run restarted with the same arguments
+            resumes from it and yields the same draws as an uninterrupted run.
+        progress: ``callable(done, total)`` called as draws complete (or ``True``
+            for a progress line on stderr).
 
     Returns:
         A :class:`~jaxinv.Result` with ``params`` of shape ``(n_chains, n_draws, ...)``
@@ -129,11 +186,29 @@ def sample_hmc(
     z0 = post.init(init_key, n_chains) if init is None else jnp.asarray(init, dtype=jnp.result_type(float))
     if z0.shape != (n_chains, post.dim):
         raise ValueError(f"init must have shape ({n_chains}, {post.dim}), got {z0.shape}")
-    trace, step_size = _run_chains(
-        post, jax.random.split(run_key, n_chains), z0, method, n_warmup, n_draws, num_integration_steps,
-        target_acceptance, jnp.asarray(beta, dtype=jnp.result_type(float)),
-    )
-    z, energy, diverging, acceptance, n_steps, log_likelihood = trace
+    config = _Config(method, int(n_warmup), int(n_draws), int(num_integration_steps), float(target_acceptance),
+                     float(beta))
+    warm_key, draw_key = jax.random.split(run_key)
+    fp = None
+    chains = None
+    if checkpoint is not None:
+        fp = _checkpoint.fingerprint("hmc", post, key, config, n_chains, np.asarray(z0).tobytes())
+        template = jax.eval_shape(lambda: _warmup(post, config, jax.random.split(warm_key, n_chains), z0))
+        chains = _checkpoint.restore(checkpoint, fp, template)
+    if chains is None:
+        chains = _warmup(post, config, jax.random.split(warm_key, n_chains), z0)
+        if checkpoint is not None:
+            _checkpoint.save(checkpoint, fp, chains)
+    every = checkpoint_every if checkpoint is not None else (max(n_draws // 20, 1) if progress else n_draws)
+    draw_keys = jax.random.split(draw_key, n_chains)
+    while (done := int(jnp.min(chains.n_done))) < n_draws:
+        chains = _draw(post, config, draw_keys, chains, jnp.asarray(done + every))
+        if checkpoint is not None:
+            _checkpoint.save(checkpoint, fp, chains)
+        report_progress(progress, int(jnp.min(chains.n_done)), n_draws)
+    z, energy, diverging = chains.position, chains.energy, chains.diverging
+    acceptance, n_steps, log_likelihood = chains.acceptance, chains.n_steps, chains.log_likelihood
+    step_size = chains.parameters["step_size"]
     params, _ = constrain_draws(post, z)
     rhat, ess_bulk, ess_tail = _diagnostics(params)
     divergences = int(jnp.sum(diverging))

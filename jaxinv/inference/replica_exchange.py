@@ -56,6 +56,7 @@ from ..model import Posterior
 from ..results import Result
 from . import _checkpoint, evidence
 from ._draws import constrain_draws
+from ._progress import report_progress
 
 __all__ = [
     "REMCState",
@@ -381,6 +382,7 @@ def sample_remc(
     n_batches: int = 20,
     checkpoint=None,
     checkpoint_every: int = 1000,
+    progress=None,
 ) -> Result:
     """Posterior draws and the free energy by replica exchange Monte Carlo.
 
@@ -405,6 +407,7 @@ def sample_remc(
         n_batches: batches for the batch-means standard errors.
         checkpoint: checkpoint file (resumed from if it belongs to this run).
         checkpoint_every: sweeps between checkpoints.
+        progress: ``callable(done, total)`` (sweeps) or ``True`` for a line on stderr.
 
     Returns:
         :class:`~jaxinv.Result` with draws of the beta = 1 replica, ``params`` of
@@ -443,12 +446,14 @@ def sample_remc(
     fp = None
     if checkpoint is not None:
         fp = _checkpoint.fingerprint("remc", post, key, config, n_chains, np.asarray(betas).tolist())
-        runs = _checkpoint.restore(checkpoint, fp, runs)
-    while int(jnp.min(runs.state.sweep)) < total:
-        stop_at = total if checkpoint is None else int(jnp.min(runs.state.sweep)) + checkpoint_every
-        runs = _advance(post, config, run_keys, runs, jnp.asarray(stop_at))
+        restored = _checkpoint.restore(checkpoint, fp, runs)
+        runs = runs if restored is None else restored
+    every = checkpoint_every if checkpoint is not None else (max(total // 20, 1) if progress else total)
+    while (done := int(jnp.min(runs.state.sweep))) < total:
+        runs = _advance(post, config, run_keys, runs, jnp.asarray(done + every))
         if checkpoint is not None:
             _checkpoint.save(checkpoint, fp, runs)
+        report_progress(progress, int(jnp.min(runs.state.sweep)), total, "sweep ")
 
     state = runs.state
     ll = np.asarray(runs.log_likelihood)          # (chains, draws, R)

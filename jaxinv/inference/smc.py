@@ -56,6 +56,7 @@ from ..model import Posterior
 from ..results import Result
 from . import _checkpoint
 from ._draws import constrain_draws
+from ._progress import report_progress
 
 __all__ = ["SMCState", "init", "build_step", "run", "sample_smc"]
 
@@ -213,7 +214,7 @@ def _final_draws(keys, states: SMCState):
 
 
 def run(post: Posterior, key, config: _Config, n_particles: int, n_runs: int, checkpoint=None,
-        checkpoint_every: int = 10) -> SMCState:
+        checkpoint_every: int = 10, progress=None) -> SMCState:
     """Run ``n_runs`` independent SMC samplers to beta = 1; returns the stacked final states."""
     init_key, run_key, _ = jax.random.split(key, 3)
     run_keys = jax.random.split(run_key, n_runs)
@@ -222,16 +223,20 @@ def run(post: Posterior, key, config: _Config, n_particles: int, n_runs: int, ch
     fingerprint = None
     if checkpoint is not None:
         fingerprint = _checkpoint.fingerprint("smc", post, key, config, n_particles, n_runs)
-        states = _checkpoint.restore(checkpoint, fingerprint, states)
+        restored = _checkpoint.restore(checkpoint, fingerprint, states)
+        states = states if restored is None else restored
     while True:
         done = bool(jnp.all((states.beta >= 1.0) | (states.n_steps >= config.max_steps)
                             | ~jnp.isfinite(states.log_evidence)))
         if done:
             break
-        stop_at = config.max_steps if checkpoint is None else int(jnp.min(states.n_steps)) + checkpoint_every
+        every = checkpoint_every if checkpoint is not None else (5 if progress else config.max_steps)
+        stop_at = int(jnp.min(states.n_steps)) + every
         states = _advance(post, config, run_keys, states, jnp.asarray(stop_at))
         if checkpoint is not None:
             _checkpoint.save(checkpoint, fingerprint, states)
+        # progress in percent of the tempering path
+        report_progress(progress, int(100 * float(jnp.min(states.beta))), 100, "beta ")
     return states
 
 
@@ -250,6 +255,7 @@ def sample_smc(
     max_steps: int = 500,
     checkpoint=None,
     checkpoint_every: int = 10,
+    progress=None,
 ) -> Result:
     """Posterior particles and the log evidence by adaptive tempered SMC.
 
@@ -271,6 +277,8 @@ def sample_smc(
         max_steps: the most temperatures; an error if beta = 1 is not reached.
         checkpoint: path of a checkpoint file: resumed from if it exists and
             belongs to the same run, written every ``checkpoint_every`` temperatures.
+        progress: ``callable(done, total)`` (percent of the way to beta = 1) or
+            ``True`` for a line on stderr.
 
     Returns:
         :class:`~jaxinv.Result` with ``params`` of shape ``(n_runs, n_particles, ...)``
@@ -297,7 +305,7 @@ def sample_smc(
         target_acceptance = 0.65 if kernel == "hmc" else 0.3
     config = _Config(kernel, variant, int(num_mcmc_steps), int(num_integration_steps), float(target_ess),
                      float(target_acceptance), int(max_steps))
-    states = run(post, key, config, n_particles, n_runs, checkpoint, checkpoint_every)
+    states = run(post, key, config, n_particles, n_runs, checkpoint, checkpoint_every, progress)
     log_z = np.asarray(states.log_evidence)
     unfinished = np.asarray(states.beta) < 1.0
     if unfinished.any():
