@@ -8,7 +8,7 @@ Bayesian free energy for model selection.  See ``docs/`` and DESIGN.md.
 from . import _config  # noqa: F401  (float64 by default; must run before any array is made)
 from . import likelihoods, priors
 from ._config import precision, set_precision
-from .inference import Laplace, laplace, map_estimate, sample
+from .inference import Laplace, free_energy, laplace, map_estimate, sample
 from .model import Model, Posterior
 from .problem import Dataset, Problem
 from .results import Result
@@ -18,6 +18,7 @@ __version__ = "0.1.0"
 
 __all__ = [
     "Dataset",
+    "free_energy",
     "Laplace",
     "Problem",
     "Selection",

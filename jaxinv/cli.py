@@ -1,13 +1,18 @@
 """The ``jaxinv`` command.
 
     jaxinv problems
-    jaxinv run PROBLEM [--data PATH] [--method laplace] [--select 1..3] [--seed N]
-                       [--out DIR] [--n-starts N] [--option KEY=VALUE ...] [--quiet]
+    jaxinv run PROBLEM [--data PATH] [--method laplace|nuts|smc|remc] [--select 1..3]
+                       [--seed N] [--out DIR] [--n-starts N] [--option KEY=VALUE ...]
+                       [--checkpoint DIR] [--quiet]
 
 ``run`` fits every candidate model of the problem, compares their free energies,
 prints a table, and writes ``DIR/summary.json``, ``DIR/posterior.nc`` (the
-selected model) and the problem's PNG figures.  Errors are one line on stderr
-with exit status 2.
+selected model) and the problem's PNG figures.  Methods: ``laplace`` (multi-start
+MAP, Laplace free energy and draws), ``nuts`` (Laplace free energy, posterior by
+NUTS), ``smc`` and ``remc`` (posterior and free energy by tempered SMC or
+replica exchange).  ``--checkpoint DIR`` keeps one checkpoint per model there, so
+a killed run restarted with the same arguments resumes.  Errors are one line on
+stderr with exit status 2.
 """
 
 from __future__ import annotations
@@ -22,9 +27,10 @@ import jax
 
 from .problem import available_problems, load_problem
 from .report import format_table, summary_dict, write_summary
-from .selection import select
+from .inference.mcmc import sample_hmc
+from .selection import _file_name, select
 
-METHODS = ("laplace",)
+METHODS = ("laplace", "nuts", "smc", "remc")
 
 
 def _parse_select(text: str | None):
@@ -78,23 +84,35 @@ def run(args) -> int:
         raise ValueError(f"{problem.name} does not take these options ({err})") from None
     models = problem.models(data, **options)
     show = not args.quiet and sys.stderr.isatty()
-    _progress(show, f"fitting {len(models)} model(s) of {problem.name} ({args.method}, {args.n_starts} starts each)")
+    free_energy_method = "laplace" if args.method in ("laplace", "nuts") else args.method
+    engine_options = {"n_starts": args.n_starts} if free_energy_method == "laplace" else {"progress": show}
+    _progress(show, f"fitting {len(models)} model(s) of {problem.name} ({args.method})")
     key = jax.random.key(args.seed)
     fit_key, draw_key = jax.random.split(key)
     names = list(models)
     ks = {n: (problem.n_components(n) if problem.n_components else None) for n in names}
+    checkpoints = Path(args.checkpoint) if args.checkpoint else None
     selection = select(
-        models, data.y, fit_key, method=args.method, n_components=ks, n_starts=args.n_starts,
-        progress=lambda name: _progress(show, f"  {name} ..."),
+        models, data.y, fit_key, method=free_energy_method, n_components=ks,
+        on_model=lambda name: _progress(show, f"  {name} ..."),
+        checkpoint_dir=checkpoints if free_energy_method != "laplace" else None, **engine_options,
     )
     draws = {}
     for name, k in zip(names, jax.random.split(draw_key, len(names))):
-        approx = selection.results[name].laplace
-        if approx is not None and bool(jax.numpy.isfinite(approx.log_evidence)):
-            draws[name] = approx.sample(k, n_draws=args.draws)
+        result = selection.results[name]
+        if args.method == "nuts":
+            _progress(show, f"  {name}: NUTS ...")
+            ckpt = checkpoints / f"{_file_name(name)}.nuts.ckpt" if checkpoints else None
+            draws[name] = sample_hmc(selection.posteriors[name], k, "nuts", n_draws=args.draws // 4,
+                                     checkpoint=ckpt, progress=show)
+        elif result.sample_dims == 2:
+            draws[name] = result
+        elif result.laplace is not None and bool(jax.numpy.isfinite(result.laplace.log_evidence)):
+            draws[name] = result.laplace.sample(k, n_draws=args.draws)
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     summary = summary_dict(problem.name, args.method, args.seed, selection, draws)
+    summary["free_energy_method"] = free_energy_method
     write_summary(out / "summary.json", summary)
     chosen = selection.selected
     (draws.get(chosen) or selection.results[chosen]).save(out / "posterior.nc")
@@ -124,8 +142,11 @@ def build_parser() -> argparse.ArgumentParser:
                    help="problem option passed to its models(), e.g. noise=spectral (repeatable)")
     r.add_argument("--seed", type=int, default=0)
     r.add_argument("--out", default="runs/latest", help="output folder")
-    r.add_argument("--n-starts", type=int, default=32, help="optimiser starts per model")
-    r.add_argument("--draws", type=int, default=4000, help="Laplace draws for posterior summaries")
+    r.add_argument("--n-starts", type=int, default=32, help="optimiser starts per model (laplace, nuts)")
+    r.add_argument("--draws", type=int, default=4000,
+                   help="draws for posterior summaries (laplace: Laplace draws; nuts: over 4 chains)")
+    r.add_argument("--checkpoint", metavar="DIR",
+                   help="checkpoint folder for nuts/smc/remc: a killed run restarted with the same arguments resumes")
     r.add_argument("--quiet", action="store_true", help="no progress messages")
     r.set_defaults(func=run)
     return parser

@@ -22,7 +22,10 @@ def _diagnostics(result: Result) -> dict:
 
 
 def model_entry(name: str, result: Result, draws: Result | None, k) -> dict:
-    """One ``models[]`` entry of summary.json."""
+    """One ``models[]`` entry of summary.json.  ``map`` is empty when the engine
+    gives draws only (SMC, replica exchange)."""
+    if draws is None and result.sample_dims == 2:
+        draws = result
     posterior = {}
     if draws is not None:
         for param, s in draws.summary().items():
@@ -32,7 +35,7 @@ def model_entry(name: str, result: Result, draws: Result | None, k) -> dict:
         "K": k,
         "free_energy": to_json_value(result.free_energy),
         "free_energy_se": to_json_value(result.free_energy_se),
-        "map": {p: to_json_value(v) for p, v in result.params.items()},
+        "map": {p: to_json_value(v) for p, v in result.params.items()} if result.sample_dims == 0 else {},
         "map_se": (
             {p: to_json_value(v) for p, v in result.laplace.standard_errors.items()} if result.laplace is not None else {}
         ),
@@ -59,7 +62,8 @@ def _fmt(value, se) -> str:
 
 
 def format_table(selection: Selection) -> str:
-    """Human-readable table: MAP ± Laplace standard error per model, free energy,
+    """Human-readable table: MAP ± Laplace standard error (or posterior mean ± sd
+    for sampling engines) per model, free energy ± its standard error,
     posterior probability; the selected model marked with ``*``."""
     chosen = selection.selected
     prob = selection.probabilities
@@ -69,11 +73,16 @@ def format_table(selection: Selection) -> str:
         k = selection.n_components.get(name)
         lines.append(
             f"{mark} {name}" + (f"  (K={k})" if k is not None else "")
-            + f"   F = {float(res.free_energy):.3f} nats   p(model|data) = {prob[name]:.3g}"
+            + f"   F = {float(res.free_energy):.3f}" + (f" ± {float(res.free_energy_se):.2g}" if float(res.free_energy_se) > 0 else "")
+            + f" nats   p(model|data) = {prob[name]:.3g}"
         )
-        se = res.laplace.standard_errors if res.laplace is not None else {}
-        for param, value in res.params.items():
-            lines.append(f"      {param:28s} {_fmt(value, se.get(param, np.nan))}")
+        if res.sample_dims == 2:  # draws: posterior mean ± sd
+            for param, s in res.summary().items():
+                lines.append(f"      {param:28s} {_fmt(s['mean'], s['sd'])}")
+        else:  # point estimate ± Laplace standard error
+            se = res.laplace.standard_errors if res.laplace is not None else {}
+            for param, value in res.params.items():
+                lines.append(f"      {param:28s} {_fmt(value, se.get(param, np.nan))}")
         if res.laplace is not None and res.laplace.at_boundary:
             lines.append(
                 f"      ! mode at the prior boundary of {', '.join(res.laplace.at_boundary)}: "

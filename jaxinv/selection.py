@@ -6,13 +6,14 @@ Posterior model probabilities under equal prior model weights are
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
+from pathlib import Path
 
 import jax
 import numpy as np
 
-from .inference.map import map_estimate
-from .model import Model
+from .model import Model, Posterior
 from .results import Result
 
 __all__ = ["Selection", "select"]
@@ -25,10 +26,13 @@ class Selection:
     Attributes:
         results: ``{name: Result}``.
         n_components: ``{name: K}`` where the caller gave it (else ``None``).
+        posteriors: ``{name: Posterior}`` the results were computed from (for
+            predictions and figures).
     """
 
     results: dict[str, Result]
     n_components: dict[str, int | None] = field(default_factory=dict)
+    posteriors: dict[str, Posterior] = field(default_factory=dict)
 
     @property
     def free_energies(self) -> dict[str, float]:
@@ -72,7 +76,8 @@ class Selection:
 
 
 def select(
-    models: dict[str, Model], y, key, method: str = "laplace", n_components=None, progress=None, **kwargs
+    models: dict[str, Model], y, key, method: str = "laplace", n_components=None, on_model=None,
+    checkpoint_dir=None, **kwargs
 ) -> Selection:
     """Fit every model to ``y`` and compare their free energies.
 
@@ -80,19 +85,36 @@ def select(
         models: ``{name: Model}``.
         y: the data.
         key: PRNG key (split across models).
-        method: ``"laplace"`` -- multi-start MAP and the Laplace free energy.
+        method: free-energy estimator, one of
+            :data:`jaxinv.inference.evidence.METHODS`: ``"laplace"`` (multi-start MAP
+            and the Laplace free energy), ``"smc"``, ``"remc"`` (bridge sampling over the
+            ladder; ``"remc_ti"``, ``"remc_stepping_stone"`` for the other estimators),
+            ``"wbic"``, ``"analytic"`` (conjugate linear-Gaussian models).
         n_components: optional ``{name: K}`` for the table.
-        progress: optional ``callable(name)`` called before each model is fitted.
-        **kwargs: passed to the engine (e.g. ``n_starts``).
+        on_model: optional ``callable(name)`` called before each model is fitted.
+        checkpoint_dir: for the sampling estimators (``"smc"``, ``"remc*"``): one
+            checkpoint file per model in this folder, so that a killed selection
+            resumes where it stopped.
+        **kwargs: passed to the engine (e.g. ``n_starts``, ``n_replicas``, ``progress``).
     """
-    if method != "laplace":
-        raise ValueError(f"unknown selection method {method!r}; available: 'laplace'")
+    from .inference.evidence import METHODS, free_energy
+
+    if method not in METHODS:
+        raise ValueError(f"unknown selection method {method!r}; available: {METHODS}")
     if not models:
         raise ValueError("select needs at least one model")
     keys = jax.random.split(key, len(models))
-    results = {}
+    results, posteriors = {}, {}
     for (name, model), k in zip(models.items(), keys):
-        if progress is not None:
-            progress(name)
-        results[name] = map_estimate(model.condition(y), k, **kwargs)
-    return Selection(results=results, n_components=dict(n_components or {}))
+        if on_model is not None:
+            on_model(name)
+        posteriors[name] = model.condition(y)
+        options = dict(kwargs)
+        if checkpoint_dir is not None:
+            options["checkpoint"] = Path(checkpoint_dir) / f"{_file_name(name)}.{method}.ckpt"
+        results[name] = free_energy(posteriors[name], k, method=method, **options)
+    return Selection(results=results, n_components=dict(n_components or {}), posteriors=posteriors)
+
+
+def _file_name(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)

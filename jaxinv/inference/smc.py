@@ -20,8 +20,11 @@ Inner kernels, re-tuned at every temperature from the particles (Buchholz,
 Chopin & Jacob 2021, Bayesian Analysis 16, 745, sec. 3.1):
 
 * ``"hmc"`` -- HMC with the diagonal inverse mass matrix set to the particle
-  variances; the step size follows the acceptance rate towards
-  ``target_acceptance`` and is jittered by ±20% per particle;
+  variances; a scale follows the acceptance rate towards ``target_acceptance``
+  and each particle draws its step size log-uniformly in ``[0.01, 2] x scale``
+  (random per-particle step sizes, Buchholz et al. 2021, sec. 3.2: a funnel
+  between a noise parameter and the physical ones needs small steps in its neck
+  and large ones in its mouth, and one shared step size starves one of them);
 * ``"rwm"`` -- random-walk Metropolis with proposal covariance
   ``scale^2 Cov(particles)``, ``scale`` starting at ``2.38/sqrt(d)`` (Roberts,
   Gelman & Gilks 1997) and following the acceptance rate.
@@ -41,10 +44,12 @@ run (every step's key is ``fold_in(key, step)``).
 
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple
 
 import blackjax
 import blackjax.smc.resampling as resampling
+import blackjax.smc.solver as solver
 import blackjax.smc.waste_free as waste_free
 import equinox as eqx
 import jax
@@ -61,6 +66,9 @@ from ._progress import report_progress
 __all__ = ["SMCState", "init", "build_step", "run", "sample_smc"]
 
 KERNELS = ("hmc", "rwm")
+#: warn when, after ``max_mcmc_steps`` moves at some temperature, the particles' tempered
+#: log-densities still correlate this much with their values before the moves
+LAGGING_CORRELATION = 0.5
 VARIANTS = ("resample_move", "waste_free")
 
 
@@ -74,8 +82,8 @@ class SMCState(NamedTuple):
         log_evidence: running ``log Z`` at ``beta``.
         scale: inner-kernel scale (HMC step size or random-walk scale factor).
         n_steps: temperatures taken so far.
-        betas, increments, acceptance: per-step history, padded with NaN to
-            ``max_steps``.
+        betas, increments, acceptance, moves: per-step history (moves: MCMC
+            steps per particle), padded with NaN to ``max_steps``.
     """
 
     particles: jax.Array
@@ -87,12 +95,16 @@ class SMCState(NamedTuple):
     betas: jax.Array
     increments: jax.Array
     acceptance: jax.Array
+    moves: jax.Array
+    correlation: jax.Array
 
 
 class _Config(NamedTuple):
     kernel: str
     variant: str
     num_mcmc_steps: int
+    max_mcmc_steps: int
+    decorrelation: float
     num_integration_steps: int
     target_ess: float
     target_acceptance: float
@@ -114,7 +126,90 @@ def init(post: Posterior, key, n_particles: int, kernel: str = "hmc", max_steps:
     scale = 0.5 * post.dim ** -0.25 if kernel == "hmc" else 2.38 / np.sqrt(post.dim)
     nan = jnp.full(max_steps, jnp.nan, dtype)
     return SMCState(z, jnp.full(n_particles, 1.0 / n_particles, dtype), jnp.asarray(0.0, dtype),
-                    jnp.asarray(0.0, dtype), jnp.asarray(scale, dtype), jnp.asarray(0), nan, nan, nan)
+                    jnp.asarray(0.0, dtype), jnp.asarray(scale, dtype), jnp.asarray(0), nan, nan, nan, nan, nan)
+
+
+def _until_decorrelated(max_mcmc_steps: int, threshold: float):
+    """BlackJAX update strategy: move all particles in blocks of ``num_mcmc_steps``
+    until the correlation between the particles' tempered log-densities before and
+    after the moves falls below ``threshold`` (or ``max_mcmc_steps`` is reached).
+
+    A fixed number of moves can leave the particles lagging behind a tempered
+    posterior that changes fast (a funnel between a noise parameter and the
+    physical ones, a phase change along the path); the adaptive tempering then sees
+    benign weights and steps too far, and ``log Z`` is biased low.  Watching the
+    decorrelation of the particles is the population diagnostic of Chopin &
+    Papaspiliopoulos (2020, An Introduction to SMC, sec. 17.2.2) and Buchholz,
+    Chopin & Jacob (2021, sec. 3.2)."""
+
+    def strategy(mcmc_init_fn, logposterior_fn, shared_mcmc_step_fn, num_mcmc_steps, n_particles, batch_size=0):
+        def block(key, state, parameters):
+            def one(state, key):
+                state, info = shared_mcmc_step_fn(key, state, logposterior_fn, **parameters)
+                return state, info.acceptance_rate
+
+            state, acceptance = jax.lax.scan(one, state, jax.random.split(key, num_mcmc_steps))
+            return state, jnp.sum(acceptance)
+
+        def update(keys, positions, parameters):
+            states = jax.vmap(mcmc_init_fn, in_axes=(0, None))(positions, logposterior_fn)
+            start = states.logdensity
+
+            def correlation(a, b):
+                ok = jnp.isfinite(a) & jnp.isfinite(b)
+                a, b = jnp.where(ok, a, 0.0), jnp.where(ok, b, 0.0)
+                n = jnp.maximum(jnp.sum(ok), 1)
+                ma, mb = jnp.sum(a) / n, jnp.sum(b) / n
+                cov = jnp.sum(jnp.where(ok, (a - ma) * (b - mb), 0.0))
+                va = jnp.sum(jnp.where(ok, (a - ma) ** 2, 0.0))
+                vb = jnp.sum(jnp.where(ok, (b - mb) ** 2, 0.0))
+                return jnp.where((va > 0) & (vb > 0), cov / jnp.sqrt(va * vb), 0.0)
+
+            def cond(carry):
+                _, _, steps, rho = carry
+                return (steps < max_mcmc_steps) & (rho > threshold)
+
+            def body(carry):
+                states, accepted, steps, _ = carry
+                block_keys = jax.vmap(lambda k: jax.random.fold_in(k, steps))(keys)
+                states, acc = jax.vmap(block)(block_keys, states, parameters)
+                return states, accepted + acc, steps + num_mcmc_steps, correlation(start, states.logdensity)
+
+            init = (states, jnp.zeros(positions.shape[0], start.dtype), jnp.asarray(0), jnp.asarray(jnp.inf))
+            states, accepted, steps, rho = jax.lax.while_loop(cond, body, init)
+            return states.position, _MoveInfo(accepted / jnp.maximum(steps, 1), jnp.full(positions.shape[0], steps),
+                                               jnp.full(positions.shape[0], rho))
+
+        return update, n_particles
+
+    return strategy
+
+
+class _MoveInfo(NamedTuple):
+    acceptance_rate: jax.Array
+    n_steps: jax.Array
+    correlation: jax.Array
+
+
+def _next_increment(log_likelihood, weights, max_delta, target):
+    """The tempering increment at which the conditional ESS of the incremental weights is
+    ``target`` (Zhou, Johansen & Aston 2016, J. Comput. Graph. Stat. 25, 701, eq. 9):
+
+        CESS(delta) / N = (sum_i W_i w_i)^2 / sum_i W_i w_i^2,   w_i = L_i^delta,
+
+    with the particles' current normalised weights ``W``.  Unlike the ESS of the
+    increments alone, it accounts for the weights the particles already carry
+    (BlackJAX resamples with them before the move)."""
+    log_w = jnp.log(weights)
+    finite = jnp.isfinite(log_likelihood)
+
+    def excess(delta):
+        lw = jnp.where(finite, delta * log_likelihood, -jnp.inf)
+        a = jax.scipy.special.logsumexp(log_w + lw)
+        b = jax.scipy.special.logsumexp(log_w + 2 * lw)
+        return (2 * a - b) - jnp.log(target)
+
+    return jnp.clip(solver.dichotomy(excess, 0.0, max_delta), 0.0, max_delta)
 
 
 def _weighted_moments(z, w):
@@ -144,7 +239,7 @@ def build_step(post: Posterior, config: _Config):
     if config.variant == "waste_free":
         update_strategy = None  # set per call below (needs the number of particles)
     else:
-        update_strategy = blackjax.smc.base.update_and_take_last
+        update_strategy = _until_decorrelated(config.max_mcmc_steps, config.decorrelation)
 
     def step(key, state: SMCState) -> SMCState:
         n = state.weights.shape[0]
@@ -158,7 +253,7 @@ def build_step(post: Posterior, config: _Config):
             strategy, n_moved, num_mcmc_steps = update_strategy, n, config.num_mcmc_steps
         if config.kernel == "hmc":
             variance = jnp.maximum(jnp.diag(cov), 1e-12 * (1.0 + jnp.max(jnp.diag(cov))))
-            jitter = jax.random.uniform(tune_key, (n_moved,), minval=0.8, maxval=1.2)
+            jitter = jnp.exp(jax.random.uniform(tune_key, (n_moved,), minval=jnp.log(0.01), maxval=jnp.log(2.0)))
             parameters = {
                 "step_size": state.scale * jitter,
                 "inverse_mass_matrix": variance[None],
@@ -167,13 +262,18 @@ def build_step(post: Posterior, config: _Config):
         else:
             ridge = 1e-10 * (1.0 + jnp.trace(cov) / dim) * jnp.eye(dim)
             parameters = {"proposal_cholesky": (state.scale * jnp.linalg.cholesky(cov + ridge))[None]}
-        kernel = blackjax.adaptive_tempered_smc.build_kernel(
-            log_prior, log_likelihood, mcmc_step, mcmc_init, resampling.systematic, config.target_ess,
-            update_strategy=strategy,
+        kernel = blackjax.tempered_smc.build_kernel(
+            log_prior, log_likelihood, mcmc_step, mcmc_init, resampling.systematic, update_strategy=strategy,
         )
+        beta = state.beta + _next_increment(jax.vmap(log_likelihood)(state.particles), state.weights,
+                                            1.0 - state.beta, config.target_ess)
         tempered, info = kernel(smc_key, TemperedSMCState(state.particles, state.weights, state.beta),
-                                num_mcmc_steps, parameters)
+                                num_mcmc_steps, beta, parameters)
         acceptance = jnp.mean(info.update_info.acceptance_rate)
+        if config.variant != "waste_free":
+            moves, rho = jnp.max(info.update_info.n_steps), jnp.max(info.update_info.correlation)
+        else:
+            moves, rho = jnp.asarray(config.num_mcmc_steps), jnp.asarray(jnp.nan)
         # Robbins--Monro on log scale towards the target acceptance rate
         scale = state.scale * jnp.exp(acceptance - config.target_acceptance)
         i = state.n_steps
@@ -181,7 +281,7 @@ def build_step(post: Posterior, config: _Config):
             tempered.particles, tempered.weights, jnp.asarray(tempered.tempering_param, state.beta.dtype),
             state.log_evidence + info.log_likelihood_increment, scale, i + 1,
             state.betas.at[i].set(tempered.tempering_param), state.increments.at[i].set(info.log_likelihood_increment),
-            state.acceptance.at[i].set(acceptance),
+            state.acceptance.at[i].set(acceptance), state.moves.at[i].set(moves), state.correlation.at[i].set(rho),
         )
 
     return step
@@ -249,6 +349,8 @@ def sample_smc(
     kernel: str = "hmc",
     variant: str = "resample_move",
     num_mcmc_steps: int | None = None,
+    max_mcmc_steps: int | None = None,
+    decorrelation: float = 0.1,
     num_integration_steps: int = 8,
     target_ess: float = 0.5,
     target_acceptance: float | None = None,
@@ -269,8 +371,12 @@ def sample_smc(
         variant: ``"resample_move"`` (move every particle ``num_mcmc_steps`` times,
             keep the last) or ``"waste_free"`` (resample ``n_particles /
             num_mcmc_steps`` particles and keep every state of their chains).
-        num_mcmc_steps: MCMC steps per temperature (default: 5 HMC, 20 RWM;
+        num_mcmc_steps: MCMC steps per block of moves (default: 5 HMC, 20 RWM;
             waste-free: the chain length P, default 10, must divide ``n_particles``).
+        max_mcmc_steps: resample-move: blocks of moves are repeated until the
+            correlation of the particles' tempered log-densities before and after
+            falls below ``decorrelation``, up to this many steps (default 20 blocks).
+        decorrelation: that correlation threshold (1 = one block, fixed cost).
         num_integration_steps: leapfrog steps per HMC proposal.
         target_ess: fraction of particles kept effective at each increment.
         target_acceptance: inner-kernel acceptance target (default 0.65 HMC, 0.3 RWM).
@@ -285,7 +391,9 @@ def sample_smc(
         (equally weighted, resampled at beta = 1), ``log_evidence`` and
         ``log_evidence_se``, and ``stats``: ``log_evidence_runs``, ``n_temperatures``,
         ``betas``/``increments``/``acceptance`` per run and step (NaN-padded), and
-        ``rhat_max`` across runs.
+        ``rhat_max`` across runs, ``mcmc_steps`` and ``move_correlation`` per run
+        and step (moves used, and the correlation left after them); warns when
+        that correlation stayed above ``LAGGING_CORRELATION``.
     """
     if kernel not in KERNELS:
         raise ValueError(f"unknown SMC kernel {kernel!r}; available: {KERNELS}")
@@ -303,8 +411,10 @@ def sample_smc(
         raise ValueError(f"waste-free SMC: num_mcmc_steps={num_mcmc_steps} must divide n_particles={n_particles}")
     if target_acceptance is None:
         target_acceptance = 0.65 if kernel == "hmc" else 0.3
-    config = _Config(kernel, variant, int(num_mcmc_steps), int(num_integration_steps), float(target_ess),
-                     float(target_acceptance), int(max_steps))
+    if max_mcmc_steps is None:
+        max_mcmc_steps = 20 * num_mcmc_steps
+    config = _Config(kernel, variant, int(num_mcmc_steps), int(max_mcmc_steps), float(decorrelation),
+                     int(num_integration_steps), float(target_ess), float(target_acceptance), int(max_steps))
     states = run(post, key, config, n_particles, n_runs, checkpoint, checkpoint_every, progress)
     log_z = np.asarray(states.log_evidence)
     unfinished = np.asarray(states.beta) < 1.0
@@ -313,6 +423,13 @@ def sample_smc(
             f"SMC did not reach beta = 1 within max_steps={max_steps} temperatures (reached beta = "
             f"{float(np.min(np.asarray(states.beta))):.3g}); raise max_steps or target_ess, or check the "
             "likelihood for non-finite values")
+    worst = float(np.nanmax(np.asarray(states.correlation))) if variant != "waste_free" else 0.0
+    if worst > LAGGING_CORRELATION:
+        warnings.warn(
+            f"SMC particles stayed correlated with their starting points (correlation {worst:.2f} after "
+            f"max_mcmc_steps={config.max_mcmc_steps} moves) at some temperature: they lag behind the tempered "
+            "posterior, which biases log Z low; raise max_mcmc_steps or target_ess, or use replica exchange "
+            "(method='remc')", RuntimeWarning, stacklevel=2)
     *_, draw_key = jax.random.split(key, 3)
     z = _final_draws(jax.random.split(draw_key, n_runs), states)
     params, _ = constrain_draws(post, z)
@@ -324,6 +441,8 @@ def sample_smc(
         "betas": states.betas,
         "increments": states.increments,
         "acceptance": states.acceptance,
+        "mcmc_steps": states.moves,
+        "move_correlation": states.correlation,
         "final_scale": states.scale,
     }
     if n_runs > 1:
