@@ -48,9 +48,21 @@ def plot_free_energy(selection: Selection, path) -> Path:
     return Path(path)
 
 
+def _forward_of(post, measurement):
+    """The forward model to draw: the model's, or one measurement's of a Joint."""
+    parts = getattr(post.model.likelihood, "forwards", None)
+    if parts is None:
+        if measurement is not None:
+            raise ValueError(f"measurement={measurement!r} given, but the model has a single measurement")
+        return post.model.forward
+    if measurement not in parts:
+        raise ValueError(f"the model joins several measurements {list(parts)}: choose one with measurement=")
+    return parts[measurement]
+
+
 def plot_fit(
     selection: Selection, x, y, path, *, xlabel="x", ylabel="y", logx=False, fine_x=None, forward_at=None,
-    key=None, n_draws=400,
+    key=None, n_draws=400, measurement=None,
 ) -> Path:
     """Data with every model's MAP curve, a 90% band of the selected model from
     its Laplace approximation, and residuals of the selected model below.
@@ -58,6 +70,9 @@ def plot_fit(
     Args:
         fine_x, forward_at: optional dense grid and ``forward_at(forward, fine_x)``
             returning the forward model evaluated there, for smooth curves.
+        measurement: for models with a :class:`~jaxinv.likelihoods.Joint`
+            likelihood, the measurement that ``x``, ``y`` belong to (its forward
+            model is drawn).
     """
     plt = _pyplot()
     x, y = np.asarray(x), np.asarray(y)
@@ -68,11 +83,12 @@ def plot_fit(
     top.plot(x, y, "ko", label="data", zorder=4)
     for name, res in selection.results.items():
         post = res.laplace.posterior
-        forward = forward_at(post.model.forward, grid) if smooth else post.model.forward
+        base = _forward_of(post, measurement)
+        forward = forward_at(base, grid) if smooth else base
         z_map = post.unconstrain(res.params)
         top.plot(grid, np.asarray(_curves(post, forward, z_map[None])[0]), "-" if name == chosen else "--", label=name)
         if name == chosen:
-            resid = y - np.asarray(_curves(post, post.model.forward, z_map[None])[0])
+            resid = y - np.asarray(_curves(post, base, z_map[None])[0])
             if np.isfinite(float(res.log_evidence)):
                 zs = res.laplace.sample_unconstrained(jax.random.key(0) if key is None else key, (n_draws,))
                 lo, hi = np.quantile(np.asarray(_curves(post, forward, zs)), [0.05, 0.95], axis=0)
