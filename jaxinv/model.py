@@ -10,6 +10,13 @@ thing inference engines see: a log-density over one flat unconstrained vector
 
 All methods are pure functions of ``z`` and work under ``jit``, ``vmap`` and
 ``grad``; batch over many points with ``jax.vmap(post.energy)(zs)``.
+
+Several measurements of one object (:class:`jaxinv.likelihoods.Joint`): the model
+is ``Model(None, priors, joint)``; the data ``y`` and the prediction are then
+dicts ``{measurement: array}``, and everything above holds with ``log L`` the
+sum over measurements.  The Posterior reaches the data only through the
+likelihood's hooks (``as_data``, ``check_prediction``, ``validate``,
+``pointwise_log_prob``, ``least_squares_parts``), so engines need not know.
 """
 
 from __future__ import annotations
@@ -21,7 +28,7 @@ import jax
 import jax.numpy as jnp
 import numpy as np
 
-from .likelihoods import Likelihood
+from .likelihoods import Likelihood, _MeasurementKeyError
 from .priors import Prior, as_prior
 
 __all__ = ["Model", "Posterior"]
@@ -32,7 +39,9 @@ class Model(eqx.Module):
 
     Args:
         forward: callable (usually an ``eqx.Module``) mapping a dict of named
-            parameters (constrained, physical units) to the predicted data.
+            parameters (constrained, physical units) to the predicted data;
+            ``None`` with a :class:`~jaxinv.likelihoods.Joint` likelihood, which
+            carries the forward model of each measurement.
         priors: ``{name: prior}`` for every parameter ``forward`` reads; a prior
             is a :mod:`jaxinv.priors` object or any numpyro distribution.
         likelihood: a :mod:`jaxinv.likelihoods` object; its inferred noise
@@ -44,7 +53,15 @@ class Model(eqx.Module):
     likelihood: Likelihood
     parameter_names: tuple[str, ...] = eqx.field(static=True)
 
-    def __init__(self, forward: Callable, priors: dict[str, Any], likelihood: Likelihood):
+    def __init__(self, forward: Callable | None, priors: dict[str, Any], likelihood: Likelihood):
+        own = likelihood.forward_model() if isinstance(likelihood, Likelihood) else None
+        if own is not None:
+            if forward is not None:
+                raise TypeError(
+                    f"the {type(likelihood).__name__} likelihood carries the forward model of each measurement; "
+                    "pass forward=None"
+                )
+            forward = own
         if not callable(forward):
             raise TypeError("forward must be callable: params dict -> prediction")
         if not isinstance(likelihood, Likelihood):
@@ -57,6 +74,7 @@ class Model(eqx.Module):
         clash = set(self.priors) & set(likelihood.parameters())
         if clash:
             raise ValueError(f"parameter names used by both the forward model and the likelihood: {sorted(clash)}")
+        likelihood.check_parameters(self.priors)
         # the order of z, fixed here: pytree flattening sorts dict keys, so a dict's
         # own order does not survive jit/vmap/tree_at
         self.parameter_names = tuple(self.priors) + tuple(likelihood.parameters())
@@ -67,12 +85,17 @@ class Model(eqx.Module):
         priors = {**self.priors, **self.likelihood.parameters()}
         return {name: priors[name] for name in self.parameter_names}
 
-    def condition(self, y) -> "Posterior":
+    def condition(self, y=None) -> "Posterior":
         """The posterior given observed data ``y``.
+
+        For a :class:`~jaxinv.likelihoods.Joint` likelihood ``y`` is a dict
+        ``{measurement: array}`` (data not given there come from the Joint), or
+        ``None`` to use the data stored in the Joint.
 
         Raises:
             ValueError: if ``y`` is empty, non-finite, of a shape other than the
-                forward model's prediction, or outside the likelihood's support.
+                forward model's prediction, or outside the likelihood's support
+                (for a Joint, the message names the measurement at fault).
         """
         return Posterior(self, y)
 
@@ -81,35 +104,25 @@ class Posterior(eqx.Module):
     """Energy functions of a model conditioned on data.  See module docstring."""
 
     model: Model
-    y: jax.Array
+    y: Any  # an array, or {measurement: array} for a Joint likelihood
     sizes: tuple[int, ...] = eqx.field(static=True)
 
-    def __init__(self, model: Model, y):
-        try:
-            y = np.asarray(y, dtype=float) if not isinstance(y, jax.Array) else y
-        except (TypeError, ValueError):
-            raise ValueError("data must be a numeric array") from None
-        if y.size == 0:
-            raise ValueError("data are empty: nothing to condition on")
-        if not isinstance(y, jax.core.Tracer) and not bool(np.all(np.isfinite(np.asarray(y)))):
-            bad = int(np.sum(~np.isfinite(np.asarray(y))))
-            raise ValueError(f"data contain {bad} non-finite value(s) (NaN or inf)")
+    def __init__(self, model: Model, y=None):
+        likelihood = model.likelihood
         self.model = model
-        self.y = jnp.asarray(y, dtype=jnp.result_type(float))
+        self.y = likelihood.as_data(y)
         self.sizes = tuple(p.unconstrained_size for p in model.all_priors.values())
         try:
             predicted = jax.eval_shape(self.predict, jnp.zeros(self.dim))
         except KeyError as err:
+            where = f"measurement {err.measurement!r}: " if isinstance(err, _MeasurementKeyError) else ""
             raise ValueError(
-                f"the forward model reads parameter {err.args[0]!r}, which has no prior "
+                f"{where}the forward model reads parameter {err.args[0]!r}, which has no prior "
                 f"(parameters with priors: {list(model.priors)})"
             ) from None
-        if tuple(predicted.shape) != tuple(self.y.shape):
-            raise ValueError(
-                f"data have shape {tuple(self.y.shape)}, but the forward model predicts shape {tuple(predicted.shape)}"
-            )
-        if not isinstance(y, jax.core.Tracer):
-            model.likelihood.validate(self.y)
+        likelihood.check_prediction(self.y, predicted)
+        if not any(isinstance(leaf, jax.core.Tracer) for leaf in jax.tree_util.tree_leaves(self.y)):
+            likelihood.validate(self.y)
 
     # -- layout ------------------------------------------------------------------
     @property
@@ -129,8 +142,8 @@ class Posterior(eqx.Module):
 
     @property
     def n_data(self) -> int:
-        """Number of data points."""
-        return int(self.y.size)
+        """Number of data points (summed over the measurements of a Joint)."""
+        return int(sum(np.size(leaf) for leaf in jax.tree_util.tree_leaves(self.y)))
 
     @property
     def is_proper(self) -> bool:
@@ -173,7 +186,7 @@ class Posterior(eqx.Module):
         return self._forward_params(self.constrain(z))
 
     def predict(self, z) -> jax.Array:
-        """Forward-model prediction at ``z``."""
+        """Forward-model prediction at ``z`` (``{measurement: array}`` for a Joint)."""
         return self.model.forward(self.forward_params(z))
 
     def log_prior(self, z) -> jax.Array:
@@ -182,7 +195,8 @@ class Posterior(eqx.Module):
         return sum(prior.log_density_unconstrained(u[name]) for name, prior in self.priors.items())
 
     def pointwise_log_likelihood(self, z) -> jax.Array:
-        """``log p(y_i | theta(z))`` per datum (for LOO/WAIC)."""
+        """``log p(y_i | theta(z))`` per datum (for LOO/WAIC): the shape of ``y``,
+        or for a Joint all measurements flattened and concatenated in their order."""
         params = self.constrain(z)
         fwd = self._forward_params(params)
         return self.model.likelihood.pointwise_log_prob(self.y, self.model.forward(fwd), params)
@@ -235,8 +249,9 @@ class Posterior(eqx.Module):
         return jnp.ravel(r), rest
 
     def rss(self, z) -> jax.Array:
-        """Unweighted residual sum of squares ``sum (y - f)^2``."""
-        return jnp.sum((self.y - self.predict(z)) ** 2)
+        """Unweighted residual sum of squares ``sum (y - f)^2`` (over all measurements)."""
+        sq = jax.tree_util.tree_map(lambda y, f: jnp.sum((y - f) ** 2), self.y, self.predict(z))
+        return sum(jax.tree_util.tree_leaves(sq))
 
     # -- starting points -------------------------------------------------------------
     def init(self, key, n: int) -> jax.Array:

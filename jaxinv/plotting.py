@@ -68,9 +68,21 @@ def _unconstrained_draws(post, res, key, n_draws: int):
     return jax.vmap(post.unconstrain)({k: v[idx] for k, v in flat.items()})
 
 
+def _forward_of(post, measurement):
+    """The forward model to draw: the model's, or one measurement's of a Joint."""
+    parts = getattr(post.model.likelihood, "forwards", None)
+    if parts is None:
+        if measurement is not None:
+            raise ValueError(f"measurement={measurement!r} given, but the model has a single measurement")
+        return post.model.forward
+    if measurement not in parts:
+        raise ValueError(f"the model joins several measurements {list(parts)}: choose one with measurement=")
+    return parts[measurement]
+
+
 def plot_fit(
     selection: Selection, x, y, path, *, xlabel="x", ylabel="y", logx=False, fine_x=None, forward_at=None,
-    key=None, n_draws=400,
+    key=None, n_draws=400, measurement=None,
 ) -> Path:
     """Data with every model's curve, a 90% band of the selected model, and its
     residuals below.
@@ -82,6 +94,9 @@ def plot_fit(
     Args:
         fine_x, forward_at: optional dense grid and ``forward_at(forward, fine_x)``
             returning the forward model evaluated there, for smooth curves.
+        measurement: for models with a :class:`~jaxinv.likelihoods.Joint`
+            likelihood, the measurement that ``x``, ``y`` belong to (its forward
+            model is drawn).
     """
     plt = _pyplot()
     x, y = np.asarray(x), np.asarray(y)
@@ -93,11 +108,12 @@ def plot_fit(
     top.plot(x, y, "ko", label="data", zorder=4)
     for name, res in selection.results.items():
         post = _posterior_of(selection, name)
-        forward = forward_at(post.model.forward, grid) if smooth else post.model.forward
+        base = _forward_of(post, measurement)
+        forward = forward_at(base, grid) if smooth else base
         if res.sample_dims == 0:
             z_map = post.unconstrain(res.params)[None]
             line = np.asarray(_curves(post, forward, z_map)[0])
-            at_data = np.asarray(_curves(post, post.model.forward, z_map)[0])
+            at_data = np.asarray(_curves(post, base, z_map)[0])
             band = None
             if name == chosen and res.laplace is not None and np.isfinite(float(res.log_evidence)):
                 band = np.asarray(_curves(post, forward, res.laplace.sample_unconstrained(key, (n_draws,))))
@@ -105,7 +121,7 @@ def plot_fit(
             zs = _unconstrained_draws(post, res, key, n_draws)
             band = np.asarray(_curves(post, forward, zs))
             line = np.median(band, axis=0)
-            at_data = np.median(np.asarray(_curves(post, post.model.forward, zs)), axis=0)
+            at_data = np.median(np.asarray(_curves(post, base, zs)), axis=0)
         top.plot(grid, line, "-" if name == chosen else "--", label=name)
         if name == chosen:
             resid = y - at_data

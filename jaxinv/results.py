@@ -11,8 +11,10 @@ otherwise); ``free_energy = -log_evidence``.
 
 from __future__ import annotations
 
+import json
 import math
 import warnings
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any
 
@@ -50,7 +52,8 @@ class Result(eqx.Module):
         log_evidence_se: its standard error (0 for deterministic approximations).
         stats: engine statistics (``{name: array}``), e.g. the energies of all starts.
         laplace: the Laplace approximation at the mode (MAP only).
-        observed: the data the posterior was conditioned on.
+        observed: the data the posterior was conditioned on: an array, or
+            ``{measurement: array}`` for a :class:`~jaxinv.likelihoods.Joint`.
     """
 
     params: dict[str, jax.Array]
@@ -91,7 +94,8 @@ class Result(eqx.Module):
 
     def to_arviz(self):
         """An ``arviz.InferenceData`` with ``posterior``, ``sample_stats`` (per-draw
-        statistics), ``observed_data`` and, for engine-level statistics and the
+        statistics), ``observed_data`` (variable ``y``, or one variable per
+        measurement of a Joint) and, for engine-level statistics and the
         Laplace approximation, the extra groups ``engine_stats`` and ``laplace``."""
         import xarray as xr
 
@@ -119,7 +123,11 @@ class Result(eqx.Module):
         groups["posterior"].attrs.update(attrs)
         if per_draw:
             groups["sample_stats"] = dataset(per_draw, ("chain", "draw"))
-        if self.observed is not None:
+        if isinstance(self.observed, Mapping):
+            groups["observed_data"] = dataset({k: np.asarray(v) for k, v in self.observed.items()}, ())
+            # the measurement order (netCDF need not keep variable order)
+            groups["observed_data"].attrs["jaxinv_measurements"] = json.dumps(list(self.observed))
+        elif self.observed is not None:
             groups["observed_data"] = dataset({"y": np.asarray(self.observed)}, ())
         if engine:
             groups["engine_stats"] = dataset(engine, ())
@@ -160,7 +168,13 @@ class Result(eqx.Module):
         laplace = None
         if "laplace" in idata.groups():
             laplace = Laplace.from_arrays({k: v.values for k, v in idata["laplace"].data_vars.items()})
-        observed = jnp.asarray(idata.observed_data["y"].values) if "observed_data" in idata.groups() else None
+        observed = None
+        if "observed_data" in idata.groups():
+            obs = idata.observed_data
+            if "jaxinv_measurements" in obs.attrs:
+                observed = {k: jnp.asarray(obs[k].values) for k in json.loads(obs.attrs["jaxinv_measurements"])}
+            else:
+                observed = jnp.asarray(obs["y"].values)
         return cls(
             params=params,
             method=str(attrs["jaxinv_method"]),
