@@ -1,7 +1,6 @@
 """The spectral-deconvolution problem: Nagata, Sugita & Okada (2012) benchmark."""
 
 import jax
-import jax.numpy as jnp
 import numpy as np
 import pytest
 
