@@ -128,8 +128,9 @@ def _diagnostics(params: dict) -> tuple[dict, dict, dict]:
         rhat = az.rhat(idata)
         bulk = az.ess(idata, method="bulk")
         tail = az.ess(idata, method="tail")
-    pick = lambda ds, f: {k: float(f(ds[k].values)) for k in params}
-    return pick(rhat, np.nanmax), pick(bulk, np.nanmin), pick(tail, np.nanmin)
+        # NaN where undefined (R-hat of a single chain)
+        pick = lambda ds, f: {k: float(f(ds[k].values)) for k in params}
+        return pick(rhat, np.nanmax), pick(bulk, np.nanmin), pick(tail, np.nanmin)
 
 
 def sample_hmc(
@@ -212,7 +213,7 @@ def sample_hmc(
     params, _ = constrain_draws(post, z)
     rhat, ess_bulk, ess_tail = _diagnostics(params)
     divergences = int(jnp.sum(diverging))
-    bad = [f"{k} (R-hat {v:.3f})" for k, v in rhat.items() if not v <= 1.01]
+    bad = [f"{k} (R-hat {v:.3f})" for k, v in rhat.items() if np.isfinite(v) and v > 1.01]
     if bad:
         warnings.warn(f"chains disagree: R-hat > 1.01 for {', '.join(bad)}; run longer or reparameterise",
                       RuntimeWarning, stacklevel=2)
