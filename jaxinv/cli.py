@@ -3,7 +3,7 @@
     jaxinv problems
     jaxinv run PROBLEM [--data PATH] [--method laplace|nuts|smc|remc] [--select 1..3]
                        [--seed N] [--out DIR] [--n-starts N] [--option KEY=VALUE ...]
-                       [--checkpoint DIR] [--quiet]
+                       [--draws N] [--tune N] [--checkpoint DIR] [--quiet]
 
 ``run`` fits every candidate model of the problem, compares their free energies,
 prints a table, and writes ``DIR/summary.json``, ``DIR/posterior.nc`` (the
@@ -85,7 +85,14 @@ def run(args) -> int:
     models = problem.models(data, **options)
     show = not args.quiet and sys.stderr.isatty()
     free_energy_method = "laplace" if args.method in ("laplace", "nuts") else args.method
-    engine_options = {"n_starts": args.n_starts} if free_energy_method == "laplace" else {"progress": show}
+    if free_energy_method == "laplace":
+        engine_options = {"n_starts": args.n_starts}
+    elif free_energy_method == "smc":  # --draws particles over 4 independent runs
+        engine_options = {"progress": show, "n_particles": max(args.draws // 4, 2)}
+    else:  # remc: --draws kept sweeps, --tune tuning sweeps
+        engine_options = {"progress": show, "n_draws": args.draws}
+        if args.tune is not None:
+            engine_options["n_tune"] = args.tune
     _progress(show, f"fitting {len(models)} model(s) of {problem.name} ({args.method})")
     key = jax.random.key(args.seed)
     fit_key, draw_key = jax.random.split(key)
@@ -103,8 +110,9 @@ def run(args) -> int:
         if args.method == "nuts":
             _progress(show, f"  {name}: NUTS ...")
             ckpt = checkpoints / f"{_file_name(name)}.nuts.ckpt" if checkpoints else None
-            draws[name] = sample_hmc(selection.posteriors[name], k, "nuts", n_draws=args.draws // 4,
-                                     checkpoint=ckpt, progress=show)
+            tune = {} if args.tune is None else {"n_warmup": args.tune}
+            draws[name] = sample_hmc(selection.posteriors[name], k, "nuts", n_draws=max(args.draws // 4, 1),
+                                     checkpoint=ckpt, progress=show, **tune)
         elif result.sample_dims == 2:
             draws[name] = result
         elif result.laplace is not None and bool(jax.numpy.isfinite(result.laplace.log_evidence)):
@@ -144,7 +152,10 @@ def build_parser() -> argparse.ArgumentParser:
     r.add_argument("--out", default="runs/latest", help="output folder")
     r.add_argument("--n-starts", type=int, default=32, help="optimiser starts per model (laplace, nuts)")
     r.add_argument("--draws", type=int, default=4000,
-                   help="draws for posterior summaries (laplace: Laplace draws; nuts: over 4 chains)")
+                   help="posterior draws: laplace draws; nuts: total over 4 chains; smc: particles over 4 runs; "
+                        "remc: kept sweeps")
+    r.add_argument("--tune", type=int, default=None,
+                   help="nuts warmup steps / remc tuning sweeps (default: the engine's)")
     r.add_argument("--checkpoint", metavar="DIR",
                    help="checkpoint folder for nuts/smc/remc: a killed run restarted with the same arguments resumes")
     r.add_argument("--quiet", action="store_true", help="no progress messages")
