@@ -166,7 +166,8 @@ def build_kernel(log_prior_fn, log_likelihood_fn, local_kernel: str = "hmc", sch
     """``kernel(key, state) -> (state, info)``: local moves at every rung, then neighbour swaps.
 
     Args:
-        log_prior_fn, log_likelihood_fn: functions of one unconstrained position.
+        log_prior_fn: log prior density of one unconstrained position.
+        log_likelihood_fn: log-likelihood of one unconstrained position.
         local_kernel: ``"hmc"`` (step size jittered ±20% per move) or ``"rwm"``.
         scheme: ``"deo"`` (non-reversible) or ``"seo"`` (random parity).
         n_local_steps: local MCMC steps per rung per sweep.
