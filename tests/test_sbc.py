@@ -168,6 +168,7 @@ def test_exact_posterior_draws_calibrate_and_a_too_narrow_one_does_not():
 @pytest.mark.parametrize("name", list(ENGINES))
 def test_engine_is_calibrated(name):
     ranks, pvalues = sbc(name)
+    print(f"{name}: {report(ranks, pvalues)}")
     assert all(r.shape == (N_REPS,) for r in ranks.values())
     bad = [k for k, p in pvalues.items() if not p > ALPHA]
     assert not bad, f"{name}: SBC ranks not uniform for {bad}: {report(ranks, pvalues)}"
@@ -178,6 +179,7 @@ def test_negative_control_misspecified_noise_fails():
     every posterior draw of sigma exceeds the true value, its ranks pile up at the bottom and the
     test must reject uniformity."""
     ranks, pvalues = sbc("nuts", noise_scale=2.0)
+    print(f"nuts, noise 2x: {report(ranks, pvalues)}")
     assert pvalues["sigma"] < ALPHA, report(ranks, pvalues)
     assert np.mean(ranks["sigma"] < (L + 1) // 2) > 0.9, report(ranks, pvalues)
 
@@ -186,11 +188,12 @@ def test_negative_control_misspecified_noise_fails():
 @pytest.mark.slow
 @pytest.mark.parametrize("name, settings", [
     ("nuts", dict(n_chains=4, n_warmup=500, n_draws=500)),
-    ("smc", dict(n_particles=500, max_mcmc_steps=100)),
-    ("smc", dict(n_particles=500, kernel="rwm", num_mcmc_steps=20, max_mcmc_steps=400)),
+    ("smc", dict(n_particles=300, max_mcmc_steps=50)),
+    ("smc", dict(n_particles=300, kernel="rwm", num_mcmc_steps=20, max_mcmc_steps=400)),
     ("remc", dict(n_tune=1000, n_draws=1000)),
 ])
 def test_engine_is_calibrated_slow(name, settings):
     ranks, pvalues = sbc(name, n_reps=1000, seed=1, **settings)
+    print(f"{name} {settings}: {report(ranks, pvalues)}")
     bad = [k for k, p in pvalues.items() if not p > ALPHA]
     assert not bad, f"{name} {settings}: SBC ranks not uniform for {bad}: {report(ranks, pvalues)}"
