@@ -1,6 +1,6 @@
 """Inference engines.  Each sees only a :class:`~jaxinv.Posterior`."""
 
-from . import evidence, replica_exchange, smc
+from . import diagnostics, evidence, replica_exchange, smc
 from .evidence import free_energy
 from .laplace import Laplace, laplace
 from .map import map_estimate
@@ -11,6 +11,7 @@ from .smc import sample_smc
 
 __all__ = [
     "Laplace",
+    "diagnostics",
     "evidence",
     "free_energy",
     "laplace",
