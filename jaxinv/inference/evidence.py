@@ -35,7 +35,9 @@ Ladder estimators, for draws ``L_r^(s) = log p(y | theta^(s))`` at the rungs
 Standard errors by batch means: the draws are cut into ``n_batches`` contiguous
 batches, the estimator is applied to each, and ``se = sd(batch estimates) /
 sqrt(n_batches)``; independent chains (each with its own adapted ladder) are
-averaged and their standard errors combined.
+averaged and their standard errors combined, and the result is never smaller
+than ``sd(chain estimates) / sqrt(chains)`` (chains stuck in different modes of
+a multimodal posterior agree less than their batch means suggest).
 """
 
 from __future__ import annotations
@@ -124,7 +126,12 @@ def ladder_evidence(betas, log_likelihood, estimator: str = "bridge", n_batches:
         batches = np.array([float(fn(b, x[i * size:(i + 1) * size])) for i in range(n_batches)])
         variances.append(np.var(batches, ddof=1) / n_batches)
     c = len(values)
-    return float(np.mean(values)), float(np.sqrt(np.sum(variances)) / c)
+    se = float(np.sqrt(np.sum(variances)) / c)
+    if c > 1:
+        # chains that settled in different modes disagree by more than their batch means
+        # show: never report less than the spread of the chain estimates
+        se = max(se, float(np.std(values, ddof=1) / np.sqrt(c)))
+    return float(np.mean(values)), se
 
 
 # ----------------------------------------------------------------------------- closed form
