@@ -13,8 +13,10 @@ What the method achieves (measured; see the report of the branch that added this
 * K = 2 is always far worse than K = 3 (by ~100 nats): the true peaks are never missed.
 * K = 4 is *not* separated from K = 3.  With the paper's priors an extra peak cannot
   vanish (Gamma(5, rate 5) puts no mass near zero height), so a fourth peak splits a
-  true one into two peaks of heights ~0.6-0.8 -- right at the mode (0.8) of the height
-  prior -- and the prior-volume (Occam) penalty of the split is almost exactly paid back.
+  true one: on the default data the K = 4 posterior splits the tallest peak (height
+  1.52 at 1.455) in 90% of the draws into two peaks ~0.05 apart of mean heights 0.88 and
+  0.79 -- right at the mode (0.8) of the height prior -- and the prior-volume (Occam)
+  penalty of the split is almost exactly paid back.
   Converged REMC on the default data: F(3) = -256.05 +- 0.06, F(4) = -255.77 +- 0.04
   (4000 + 8000 sweeps; four seeds -255.72 .. -256.04); F(4) - F(3) = +0.28 nats, i.e.
   p(K=3 | y) ~ 0.57 against K = 4.  Over fresh spectra F(4) - F(3) scatters around
@@ -54,9 +56,13 @@ FAST = {
     3: dict(n_replicas=16, n_chains=1, n_tune=400, n_draws=800, n_local_steps=1, num_integration_steps=8),
     4: dict(n_replicas=16, n_chains=1, n_tune=400, n_draws=800, n_local_steps=1, num_integration_steps=8),
 }
-# slow run: the engine's defaults (24 replicas, 2 chains, 3 local HMC moves per sweep), long
-SLOW = {k: dict(n_replicas=24, n_chains=2, n_tune=2000, n_draws=4000, n_local_steps=3, num_integration_steps=8)
-        for k in KS}
+# slow run (~25 min on 2 cores): 24 replicas, 2 chains, 3000 sweeps of 2 local HMC moves for
+# K = 3 and K = 4 (on the default data such runs agree with 12000-sweep runs to ~0.15 nats)
+SLOW = {
+    2: dict(n_replicas=16, n_chains=1, n_tune=400, n_draws=800, n_local_steps=1, num_integration_steps=8),
+    3: dict(n_replicas=24, n_chains=2, n_tune=1000, n_draws=2000, n_local_steps=2, num_integration_steps=8),
+    4: dict(n_replicas=24, n_chains=2, n_tune=1000, n_draws=2000, n_local_steps=2, num_integration_steps=8),
+}
 
 
 # ----------------------------------------------------------------------------- helper
@@ -158,20 +164,21 @@ def test_selection_finds_the_true_peaks(fast):
 
 
 def test_selection_prefers_three_peaks_on_average(fast):
-    """K = 3 against K = 4: favoured on average and never decisively beaten.
+    """K = 3 against K = 4: favoured on average, never decisively beaten -- but not 19/20.
 
-    F(4) - F(3) has mean ~ +0.3 nats (scatter ~0.4 between spectra, plus ~0.3 of
-    Monte Carlo error in this short run): its mean over 20 spectra is positive by more
-    than 2 standard errors, no spectrum gives K = 4 a Bayes factor above e^2 (~7), and
-    K = 3 has the lowest F in a majority of spectra (binomial with p ~ 2/3: 10 or more
-    of 20 with probability ~0.9; asserted with margin at 9)."""
+    Measured in this run: F(4) - F(3) has mean +0.38 nats and sd 0.60 over the 20
+    spectra (scatter between spectra plus ~0.3 nats of Monte Carlo error of this short
+    run; t = 2.8 for the mean), ranging from -0.40 to +1.70; K = 3 has the lowest F in
+    13 of 20.  Asserted with margins that survive another platform's floating point
+    (different rounding gives different chains): mean > 0; no spectrum gives K = 4 a
+    Bayes factor above e^2 (~7); K = 3 selected in >= 8 of 20 (binomial, p ~ 0.65: the
+    probability of 7 or fewer is 0.6%, 2% at p = 0.6)."""
     f = _f(fast)
     delta = f[:, 2] - f[:, 1]  # F(4) - F(3)
-    se_mean = delta.std(ddof=1) / math.sqrt(delta.size)
-    assert delta.mean() > 2 * se_mean, (delta.mean(), se_mean, delta)
+    assert delta.mean() > 0, delta
     assert np.all(delta > -2.0), delta
     n_true = int(np.sum(np.argmin(f, axis=1) == 1))
-    assert n_true >= 9, (n_true, delta)
+    assert n_true >= 8, (n_true, delta)
 
 
 def test_k3_posterior_covers_truth(fast):
