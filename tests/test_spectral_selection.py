@@ -31,7 +31,6 @@ What the method achieves (measured; see the report of the branch that added this
 
 from __future__ import annotations
 
-
 import jax
 import jax.numpy as jnp
 import numpy as np
