@@ -19,13 +19,16 @@ What the method achieves (measured; see the report of the branch that added this
   penalty of the split is almost exactly paid back.
   Converged REMC on the default data: F(3) = -256.05 +- 0.06, F(4) = -255.77 +- 0.04
   (4000 + 8000 sweeps; four seeds -255.72 .. -256.04); F(4) - F(3) = +0.28 nats, i.e.
-  p(K=3 | y) ~ 0.57 against K = 4.  Over fresh spectra F(4) - F(3) scatters around
-  +0.3 nats with a spread of ~0.4 nats, so K = 3 has the lowest F in about 2 of 3
-  replicates, not 19 of 20.  The issue's "at least 19 of 20" is therefore not a property
-  of the exact Bayesian free energy under these priors; the tests below assert what the
-  method does achieve (true peaks always found, K = 3 favoured on average, never
-  decisively beaten), and the strict 19/20 claim is kept as an ``xfail`` slow test with
-  long, converged runs, documenting the gap.
+  p(K=3 | y) ~ 0.57 against K = 4.  Over the 20 fresh spectra the slow run below
+  (24 replicas, 2 chains, 3000 sweeps) gives F(4) - F(3) = +0.30 nats on average, sd
+  0.24 (range -0.15 .. +0.96): K = 3 has the lowest F in 18 of 20, and the two misses
+  (-0.01, -0.15) are within its Monte Carlo error (s.e. ~0.1).  The short default run
+  adds ~0.4 nats of noise (sd 0.60) and gets 13 of 20.  So the true K wins almost
+  always, but by a Bayes factor of only ~1.35 -- never decisively -- and "at least 19
+  of 20" sits at the edge of what even converged free energies give.  The tests assert
+  what the method does achieve (true peaks always found; K = 3 favoured on average and
+  never decisively beaten; 18/20-level recovery in the slow run), and the strict 19/20
+  claim is kept as a non-strict ``xfail`` slow test documenting the gap.
 * Posterior coverage of the K = 3 model is calibrated (see ``test_k3_posterior_covers_truth``).
 """
 
@@ -210,16 +213,17 @@ def test_slow_selection_and_coverage(slow_runs):
     f = _f(slow_runs)
     assert np.all(f[:, 0] - f[:, 1] > 40)
     delta = f[:, 2] - f[:, 1]
-    assert delta.mean() > 0, delta
-    assert np.all(delta > -1.5), delta
-    assert int(np.sum(np.argmin(f, axis=1) == 1)) >= 8
+    # measured: mean +0.30, sd 0.24 (t = 5.5), min -0.15, K = 3 lowest in 18 of 20
+    assert delta.mean() > 3 * delta.std(ddof=1) / np.sqrt(delta.size), delta
+    assert np.all(delta > -1.0), delta
+    assert int(np.sum(np.argmin(f, axis=1) == 1)) >= 16
     covered, z = _coverage(slow_runs[3]["params"])
     assert covered.mean() >= 0.80 and 0.5 < np.mean(z**2) < 2.0
 
 
 @pytest.mark.slow
-@pytest.mark.xfail(strict=False, reason="K=4 is not separated from K=3 under the paper's priors: "
-                   "F(4) - F(3) ~ +0.3 nats, so K=3 wins ~2/3 of fresh spectra, not 19/20")
+@pytest.mark.xfail(strict=False, reason="K=4 is barely separated from K=3 under the paper's priors: "
+                   "F(4) - F(3) = +0.30 +- 0.24 nats; measured 18/20, the misses within Monte Carlo error")
 def test_slow_true_k_in_19_of_20(slow_runs):
     """The issue's claim as stated: the true K has the lowest F in >= 19 of 20 spectra."""
     f = _f(slow_runs)
