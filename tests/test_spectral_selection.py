@@ -11,7 +11,7 @@ default data it is ~115 nats worse than K = 2 and ~210 nats worse than K = 3 (La
 What the method achieves (measured; see the report of the branch that added this file):
 
 * K = 2 is always far worse than K = 3 (by ~100 nats): the true peaks are never missed.
-* K = 4 is *not* separated from K = 3.  With the paper's priors an extra peak cannot
+* K = 4 is only barely separated from K = 3.  With the paper's priors an extra peak cannot
   vanish (Gamma(5, rate 5) puts no mass near zero height), so a fourth peak splits a
   true one: on the default data the K = 4 posterior splits the tallest peak (height
   1.52 at 1.455) in 90% of the draws into two peaks ~0.05 apart of mean heights 0.88 and
