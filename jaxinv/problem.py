@@ -19,9 +19,60 @@ import numpy as np
 
 from .model import Model
 
-__all__ = ["Dataset", "Problem", "available_problems", "load_problem"]
+__all__ = ["Dataset", "Problem", "available_problems", "load_problem", "read_table"]
 
 ENTRY_POINT_GROUP = "jaxinv.problems"
+
+
+def read_table(path, columns: tuple[str, ...], n_optional: int = 0, min_rows: int = 3) -> np.ndarray:
+    """A numeric comma-separated table, checked, as an array ``(rows, columns)``.
+
+    Blank lines and ``#`` comments are skipped, and a first row that is not numeric is
+    taken as a header.  Every row must have ``len(columns) - n_optional`` to
+    ``len(columns)`` entries (the last ``n_optional`` columns may be absent from the
+    whole file).  Errors name the file and the row: missing file, empty file, no data
+    rows, wrong number of columns, non-numeric or non-finite entries, too few rows.
+
+    Args:
+        path: the file.
+        columns: column names, for messages (e.g. ``("x", "y", "sigma")``).
+        n_optional: how many trailing columns may be left out.
+        min_rows: the fewest data rows accepted.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no such file: {path}")
+    text = path.read_text().strip()
+    if not text:
+        raise ValueError(f"{path} is empty")
+    rows = [r for r in text.splitlines() if r.strip() and not r.lstrip().startswith("#")]
+    if rows:
+        try:
+            float(rows[0].split(",")[0])
+        except ValueError:
+            rows = rows[1:]  # header
+    if not rows:
+        raise ValueError(f"{path} has no data rows")
+    allowed = range(len(columns) - n_optional, len(columns) + 1)
+    expected = " or ".join(f"{k} ({', '.join(columns[:k])})" for k in allowed)
+    table = []
+    for i, row in enumerate(rows, start=1):
+        cells = row.split(",")
+        if len(cells) not in allowed:
+            raise ValueError(f"{path}: row {i} has the wrong number of columns ({len(cells)}); expected {expected}")
+        try:
+            table.append([float(c) for c in cells])
+        except ValueError:
+            raise ValueError(f"{path}: row {i} has a non-numeric entry: {row!r}") from None
+    if len({len(r) for r in table}) != 1:
+        raise ValueError(f"{path}: rows have different numbers of columns; expected {expected} in every row")
+    table = np.asarray(table)
+    bad = int(np.sum(~np.isfinite(table)))
+    if bad:
+        raise ValueError(f"{path}: {bad} non-finite (NaN or infinite) entr{'y' if bad == 1 else 'ies'}")
+    if table.shape[0] < min_rows:
+        raise ValueError(f"{path}: need at least {min_rows} rows, got {table.shape[0]}")
+    return table
 
 
 @dataclass(frozen=True)

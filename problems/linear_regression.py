@@ -58,6 +58,7 @@ import numpy as np
 
 import jaxinv as ji
 from jaxinv import Dataset, Problem
+from jaxinv.problem import read_table
 from jaxinv.plotting import plot_fit, plot_free_energy
 
 # -- the setting of the embedded dataset and the simulations (this module's choice) --
@@ -236,32 +237,8 @@ def simulate(key, n: int = N_POINTS, a: float = TRUE_A, b: float = TRUE_B, noise
 
 
 def read_csv(path) -> Dataset:
-    """Columns ``x, y`` (comma-separated, optional header line ``x,y``, ``#`` comments)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"no such file: {path}")
-    text = path.read_text().strip()
-    if not text:
-        raise ValueError(f"{path} is empty")
-    rows = [r for r in text.splitlines() if r.strip() and not r.lstrip().startswith("#")]
-    if rows and [c.strip().lower() for c in rows[0].split(",")] == ["x", "y"]:
-        rows = rows[1:]
-    if not rows:
-        raise ValueError(f"{path} has no data rows")
-    table = []
-    for i, r in enumerate(rows):
-        cells = r.split(",")
-        if len(cells) != 2:
-            raise ValueError(f"{path}: row {i + 1} has {len(cells)} column(s); expected 2 (x, y)")
-        try:
-            table.append([float(c) for c in cells])
-        except ValueError:
-            raise ValueError(f"{path}: row {i + 1} has a non-numeric entry: {r!r}") from None
-    table = np.asarray(table)
-    if not np.all(np.isfinite(table)):
-        raise ValueError(f"{path}: {int(np.sum(~np.isfinite(table)))} NaN or infinite entr(y/ies)")
-    if table.shape[0] < 3:
-        raise ValueError(f"{path}: need at least 3 rows, got {table.shape[0]}")
+    """Columns ``x, y`` (comma-separated, optional header line, ``#`` comments)."""
+    table = read_table(path, ("x", "y"))
     return Dataset(x=table[:, 0], y=table[:, 1], meta={"source": str(path)})
 
 

@@ -42,6 +42,7 @@ import jaxinv as ji
 from jaxinv.physics import InversionRecovery
 from jaxinv.plotting import plot_fit, plot_free_energy
 from jaxinv import Dataset, Problem
+from jaxinv.problem import read_table
 
 DEFAULT_EXPERIMENT = "dnplab_odnp_t1_304"
 _UNITS = {"": 1.0, "s": 1.0, "m": 1e-3, "ms": 1e-3, "u": 1e-6, "us": 1e-6}
@@ -110,24 +111,7 @@ def read_bruker(folder, *, line_broadening: float = 5.0, window_hz: float = 250.
 
 def read_csv(path) -> Dataset:
     """A user's recovery curve: columns ``t, y[, sigma]`` (comma-separated, optional header)."""
-    path = Path(path)
-    text = path.read_text().strip()
-    if not text:
-        raise ValueError(f"{path} is empty")
-    rows = [r for r in text.splitlines() if r.strip() and not r.lstrip().startswith("#")]
-    if rows:
-        try:
-            float(rows[0].split(",")[0])
-        except ValueError:
-            rows = rows[1:]  # header
-    if not rows:
-        raise ValueError(f"{path} has no data rows")
-    try:
-        table = np.array([[float(v) for v in r.split(",")] for r in rows])
-    except ValueError as err:
-        raise ValueError(f"{path}: non-numeric entry ({err})") from None
-    if table.ndim != 2 or table.shape[0] < 3 or table.shape[1] not in (2, 3):
-        raise ValueError(f"{path}: expected at least 3 rows of 't, y' or 't, y, sigma'")
+    table = read_table(path, ("t", "y", "sigma"), n_optional=1)
     return Dataset(
         x=table[:, 0],
         y=table[:, 1],

@@ -52,6 +52,7 @@ import numpyro.distributions as npd
 
 import jaxinv as ji
 from jaxinv import Dataset, Problem
+from jaxinv.problem import read_table
 from jaxinv.physics import (
     ExponentialBackground,
     GaussianPeaks,
@@ -110,26 +111,7 @@ def spectrum(x, y, sigma=None, meta=None) -> Dataset:
 def read_csv(path) -> Dataset:
     """A spectrum from a CSV file: columns ``x, y[, sigma]`` (optional header line,
     ``#`` comments)."""
-    path = Path(path)
-    text = path.read_text().strip()
-    if not text:
-        raise ValueError(f"{path} is empty")
-    rows = [r for r in text.splitlines() if r.strip() and not r.lstrip().startswith("#")]
-    if rows:
-        try:
-            float(rows[0].split(",")[0])
-        except ValueError:
-            rows = rows[1:]  # header
-    if not rows:
-        raise ValueError(f"{path} has no data rows")
-    try:
-        table = [[float(v) for v in r.split(",")] for r in rows]
-    except ValueError as err:
-        raise ValueError(f"{path}: non-numeric entry ({err})") from None
-    widths = {len(r) for r in table}
-    if len(widths) != 1 or widths.pop() not in (2, 3):
-        raise ValueError(f"{path}: every row must have 2 ('x, y') or 3 ('x, y, sigma') columns")
-    table = np.asarray(table)
+    table = read_table(path, ("x", "y", "sigma"), n_optional=1)
     return spectrum(
         table[:, 0],
         table[:, 1],

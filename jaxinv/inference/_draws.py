@@ -1,4 +1,5 @@
-"""Shared by engines: map unconstrained draws to parameters in one compiled call."""
+"""Shared by engines: map unconstrained draws to parameters in one compiled call, and
+guard log-densities against NaN."""
 
 from __future__ import annotations
 
@@ -21,3 +22,14 @@ def constrain_draws(post: Posterior, z):
     the dict in the order of ``post.names`` (jit returns dicts key-sorted)."""
     params, energy = _constrain(post, z)
     return {name: params[name] for name in post.names}, energy
+
+
+def nan_to_minus_inf(log_density):
+    """``log_density`` with NaN (a forward model evaluated outside its domain) read as
+    ``-inf``, i.e. zero density, so that samplers reject the point instead of propagating NaN."""
+
+    def guarded(z):
+        value = log_density(z)
+        return jax.numpy.where(jax.numpy.isnan(value), -jax.numpy.inf, value)
+
+    return guarded

@@ -55,7 +55,7 @@ import numpy as np
 from ..model import Posterior
 from ..results import Result
 from . import _checkpoint, evidence
-from ._draws import constrain_draws
+from ._draws import constrain_draws, nan_to_minus_inf
 from ._progress import report_progress
 
 __all__ = [
@@ -153,13 +153,6 @@ def init(position, log_prior_fn, log_likelihood_fn, betas, step_size=0.1) -> REM
     )
 
 
-def _finite(f):
-    def g(z):
-        v = f(z)
-        return jnp.where(jnp.isnan(v), -jnp.inf, v)
-
-    return g
-
 
 def build_kernel(log_prior_fn, log_likelihood_fn, local_kernel: str = "hmc", scheme: str = "deo",
                  n_local_steps: int = 1, num_integration_steps: int = 8):
@@ -177,7 +170,7 @@ def build_kernel(log_prior_fn, log_likelihood_fn, local_kernel: str = "hmc", sch
         raise ValueError(f"unknown local kernel {local_kernel!r}; available: {LOCAL_KERNELS}")
     if scheme not in SCHEMES:
         raise ValueError(f"unknown swap scheme {scheme!r}; available: {SCHEMES}")
-    log_prior_fn, log_likelihood_fn = _finite(log_prior_fn), _finite(log_likelihood_fn)
+    log_prior_fn, log_likelihood_fn = nan_to_minus_inf(log_prior_fn), nan_to_minus_inf(log_likelihood_fn)
     hmc = blackjax.hmc.build_kernel()
     rw = blackjax.mcmc.random_walk.build_additive_step()
 

@@ -60,7 +60,7 @@ from blackjax.smc.tempered import TemperedSMCState
 from ..model import Posterior
 from ..results import Result
 from . import _checkpoint
-from ._draws import constrain_draws
+from ._draws import constrain_draws, nan_to_minus_inf
 from ._progress import report_progress
 
 __all__ = ["SMCState", "init", "build_step", "run", "sample_smc"]
@@ -110,13 +110,6 @@ class _Config(NamedTuple):
     target_acceptance: float
     max_steps: int
 
-
-def _finite(f):
-    def g(z):
-        v = f(z)
-        return jnp.where(jnp.isnan(v), -jnp.inf, v)
-
-    return g
 
 
 def init(post: Posterior, key, n_particles: int, kernel: str = "hmc", max_steps: int = 500) -> SMCState:
@@ -221,8 +214,8 @@ def _weighted_moments(z, w):
 
 def build_step(post: Posterior, config: _Config):
     """``step(key, state) -> state``: one tempering increment with re-tuned inner kernel."""
-    log_prior = _finite(post.log_prior)
-    log_likelihood = _finite(post.log_likelihood)
+    log_prior = nan_to_minus_inf(post.log_prior)
+    log_likelihood = nan_to_minus_inf(post.log_likelihood)
 
     if config.kernel == "hmc":
         mcmc_init = blackjax.hmc.init
