@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import equinox as eqx
 import jax
+import numpy as np
 
 from ..model import Posterior
 
@@ -22,6 +23,41 @@ def constrain_draws(post: Posterior, z):
     the dict in the order of ``post.names`` (jit returns dicts key-sorted)."""
     params, energy = _constrain(post, z)
     return {name: params[name] for name in post.names}, energy
+
+
+@eqx.filter_jit
+def _draws_and_energies(post: Posterior, key, n: int):
+    z = post.init(key, n)
+    return z, jax.vmap(post.energy)(z)
+
+
+def feasible_prior_draws(post: Posterior, key, n: int, spare: int = 16) -> jax.Array:
+    """``n`` prior draws (unconstrained, ``(n, dim)``) at which the energy is finite.
+
+    Starting points for optimisers and MCMC chains: a draw where the forward model fails
+    (an ODE solve that runs out of steps gives NaN) or the likelihood is zero would
+    leave a chain stuck.  The first ``n`` prior draws are kept where feasible (so the
+    result equals ``post.init(key, n)`` when all are) and the others replaced by
+    feasible ones from ``spare * n`` further draws.
+
+    Raises:
+        ValueError: if fewer than ``n`` of all the draws are feasible.
+    """
+    z, energy = _draws_and_energies(post, key, n)
+    bad = ~np.isfinite(np.asarray(energy))
+    if not bad.any():
+        return z
+    extra, extra_energy = _draws_and_energies(post, jax.random.fold_in(key, 1), spare * n)
+    pool = np.asarray(extra)[np.isfinite(np.asarray(extra_energy))]
+    if pool.shape[0] < bad.sum():
+        feasible = int((~bad).sum()) + pool.shape[0]
+        raise ValueError(
+            f"only {feasible} of {(1 + spare) * n} prior draws have a finite energy: the forward model fails "
+            "(NaN) or the likelihood is zero over most of the prior; narrow the prior or pass init="
+        )
+    z = np.asarray(z).copy()
+    z[bad] = pool[: bad.sum()]
+    return jax.numpy.asarray(z)
 
 
 def nan_to_minus_inf(log_density):

@@ -27,6 +27,7 @@ import numpy as np
 
 from ..model import Posterior
 from ..results import Result
+from . import _derivatives
 from ._draws import constrain_draws
 
 __all__ = ["Laplace", "laplace"]
@@ -122,7 +123,7 @@ def _expand(post: Posterior, mode):
     Hessian, covariance (if positive definite), log-evidence, constrained sds."""
     # improper priors: no density of z to expand; use the parameter-space energy
     energy = post.energy if post.is_proper else post.map_energy
-    hessian = jax.hessian(energy)(mode)
+    hessian = _derivatives.hessian(energy)(mode)
     hessian = 0.5 * (hessian + hessian.T)
     chol = jnp.linalg.cholesky(hessian)
     positive_definite = jnp.all(jnp.isfinite(chol))

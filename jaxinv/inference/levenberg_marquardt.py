@@ -30,6 +30,8 @@ from typing import Callable, NamedTuple
 import jax
 import jax.numpy as jnp
 
+from . import _derivatives
+
 __all__ = ["LMState", "init", "step", "run"]
 
 
@@ -76,7 +78,7 @@ def _damping_scale(diag, previous):
 def _step_exact(energy: Callable, z, damping, scale):
     """Damped Newton step with the exact Hessian (non-least-squares energies)."""
     grad = jax.grad(energy)(z)
-    hess = jax.hessian(energy)(z)
+    hess = _derivatives.hessian(energy)(z)
     scale = _damping_scale(jnp.diag(hess), scale)
     a = hess + damping * jnp.diag(scale)
     return jnp.linalg.solve(a, -grad), grad, hess, scale
@@ -92,9 +94,9 @@ def _step_least_squares(parts: Callable, z, damping, scale):
     residuals = lambda v: parts(v)[0]
     rest = lambda v: parts(v)[1]
     r = residuals(z)
-    jac = jax.jacfwd(residuals)(z)
+    jac = _derivatives.jacobian(residuals)(z)
     grad_g = jax.grad(rest)(z)
-    hess_g = jax.hessian(rest)(z)
+    hess_g = _derivatives.hessian(rest)(z)
     jtj = jac.T @ jac
     scale = _damping_scale(jnp.diag(jtj) + jnp.abs(jnp.diag(hess_g)), scale)
     damped_g = hess_g + damping * jnp.diag(scale)

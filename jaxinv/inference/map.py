@@ -26,7 +26,9 @@ import optax.tree_utils as otu
 
 from ..model import Posterior
 from ..results import Result
+from . import _derivatives
 from . import levenberg_marquardt as lm
+from ._draws import feasible_prior_draws
 from .laplace import laplace
 
 __all__ = ["map_estimate"]
@@ -38,7 +40,7 @@ def _starting_points(post: Posterior, key, n_starts: int, init) -> jax.Array:
             raise ValueError("map_estimate needs a PRNG key (or explicit init=) to draw starting points")
         if n_starts < 1:
             raise ValueError(f"n_starts must be >= 1, got {n_starts}")
-        return _prior_draws(post, key, n_starts)
+        return feasible_prior_draws(post, key, n_starts)
     if isinstance(init, dict):
         init = [init]
     if isinstance(init, (list, tuple)):
@@ -68,11 +70,6 @@ def _starting_points(post: Posterior, key, n_starts: int, init) -> jax.Array:
     if not bool(jnp.all(jnp.isfinite(z0))):
         raise ValueError("a starting point lies outside the prior support (non-finite after the unconstrained map)")
     return z0
-
-
-@eqx.filter_jit
-def _prior_draws(post: Posterior, key, n: int):
-    return post.init(key, n)
 
 
 @eqx.filter_jit
@@ -128,7 +125,7 @@ def _run_optax(energy, z0, opt, max_steps: int, gtol: float):
 
 def _newton_decrement(energy, z):
     grad = jax.grad(energy)(z)
-    step = jnp.linalg.lstsq(jax.hessian(energy)(z), grad)[0]
+    step = jnp.linalg.lstsq(_derivatives.hessian(energy)(z), grad)[0]
     return 0.5 * jnp.abs(grad @ step)
 
 

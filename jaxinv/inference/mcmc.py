@@ -23,7 +23,7 @@ import numpy as np
 from ..model import Posterior
 from ..results import Result, _az
 from . import _checkpoint
-from ._draws import constrain_draws
+from ._draws import constrain_draws, feasible_prior_draws
 from ._progress import report_progress
 
 __all__ = ["sample_hmc"]
@@ -184,7 +184,10 @@ def sample_hmc(
     if n_chains < 1 or n_draws < 1 or n_warmup < 0:
         raise ValueError("n_chains and n_draws must be >= 1 and n_warmup >= 0")
     init_key, run_key = jax.random.split(key)
-    z0 = post.init(init_key, n_chains) if init is None else jnp.asarray(init, dtype=jnp.result_type(float))
+    if init is None:
+        z0 = feasible_prior_draws(post, init_key, n_chains)
+    else:
+        z0 = jnp.asarray(init, dtype=jnp.result_type(float))
     if z0.shape != (n_chains, post.dim):
         raise ValueError(f"init must have shape ({n_chains}, {post.dim}), got {z0.shape}")
     config = _Config(method, int(n_warmup), int(n_draws), int(num_integration_steps), float(target_acceptance),

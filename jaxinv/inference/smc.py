@@ -192,15 +192,25 @@ def _next_increment(log_likelihood, weights, max_delta, target):
 
     with the particles' current normalised weights ``W``.  Unlike the ESS of the
     increments alone, it accounts for the weights the particles already carry
-    (BlackJAX resamples with them before the move)."""
+    (BlackJAX resamples with them before the move).
+
+    Particles of zero likelihood (a failed forward model: ``L_i = 0``) die at any
+    ``delta > 0``; the target applies to the CESS relative to its limit as
+    ``delta -> 0+``, i.e. to the particles that survive, so that they do not force
+    a zero increment."""
     log_w = jnp.log(weights)
     finite = jnp.isfinite(log_likelihood)
 
-    def excess(delta):
+    def log_cess(delta):
         lw = jnp.where(finite, delta * log_likelihood, -jnp.inf)
         a = jax.scipy.special.logsumexp(log_w + lw)
         b = jax.scipy.special.logsumexp(log_w + 2 * lw)
-        return (2 * a - b) - jnp.log(target)
+        return 2 * a - b
+
+    surviving = log_cess(0.0)
+
+    def excess(delta):
+        return log_cess(delta) - surviving - jnp.log(target)
 
     return jnp.clip(solver.dichotomy(excess, 0.0, max_delta), 0.0, max_delta)
 
