@@ -618,7 +618,7 @@ def _grid_shape(shape) -> tuple[int, ...]:
     return s
 
 
-def GaussianMRF(shape, order: int = 1, precision=1.0, boundary_sd=1.0, mean=0.0) -> Prior:
+def GaussianMRF(shape, order: int = 1, precision=1.0, boundary_sd=1.0, mean=0.0, precision_scale=1.0) -> Prior:
     """Proper Gaussian Markov random field (smoothness prior) on a regular 1-D chain or 2-D grid.
 
     Intrinsic part (Rue & Held 2005, *Gaussian Markov Random Fields*, ch. 3):
@@ -659,6 +659,9 @@ def GaussianMRF(shape, order: int = 1, precision=1.0, boundary_sd=1.0, mean=0.0)
             ``LogUniform``, and is learnt with x); returns a :class:`Conditional` prior.
         boundary_sd: ``b > 0``, standard deviation of the boundary cells about ``mean``.
         mean: the prior mean (scalar or an array of ``shape``), units of x.
+        precision_scale: ``s > 0``; ``tau = s * precision``, so that fields in different
+            units can share one dimensionless smoothness parameter (e.g. ``s = 1/(25 C)^2``
+            for a temperature field and ``1/(1 kbar)^2`` for a pressure field).
     """
     s = _grid_shape(shape)
     if order not in (1, 2):
@@ -666,6 +669,8 @@ def GaussianMRF(shape, order: int = 1, precision=1.0, boundary_sd=1.0, mean=0.0)
     if min(s) <= order:
         raise ValueError(f"GaussianMRF of order {order} needs more than {order} cells along each axis, got shape {s}")
     _check_positive("GaussianMRF boundary_sd", boundary_sd)
+    _check_positive("GaussianMRF precision_scale", precision_scale)
+    scale = float(precision_scale)
     b = _f(boundary_sd)
     if jnp.ndim(b) != 0:
         raise ValueError(f"GaussianMRF boundary_sd must be a scalar, got shape {jnp.shape(b)}")
@@ -674,9 +679,9 @@ def GaussianMRF(shape, order: int = 1, precision=1.0, boundary_sd=1.0, mean=0.0)
         raise ValueError(f"GaussianMRF mean must be a scalar or of shape {s}, got shape {jnp.shape(m)}")
     structure = _GridStructure(s, int(order))
     if isinstance(precision, str):
-        return Conditional(_MRFFactory(structure, precision, m, b), parents=precision, shape=s)
+        return Conditional(_MRFFactory(structure, precision, m, b, scale), parents=precision, shape=s)
     _check_positive("GaussianMRF precision", precision)
-    tau = _f(precision)
+    tau = scale * _f(precision)
     if jnp.ndim(tau) != 0:
         raise ValueError(f"GaussianMRF precision must be a scalar or a parameter name, got shape {jnp.shape(tau)}")
     return Prior(GaussianMRFDistribution(structure, tau, m, b))
@@ -685,19 +690,20 @@ def GaussianMRF(shape, order: int = 1, precision=1.0, boundary_sd=1.0, mean=0.0)
 class _MRFFactory:
     """``{precision name: tau} -> GaussianMRFDistribution`` (hashable, for a static field)."""
 
-    def __init__(self, structure, name, mean, boundary_sd):
+    def __init__(self, structure, name, mean, boundary_sd, scale=1.0):
         self.structure, self.name = structure, name
-        self.mean, self.boundary_sd = mean, boundary_sd
+        self.mean, self.boundary_sd, self.scale = mean, boundary_sd, scale
         import numpy as np
 
-        self._key = (structure, name, np.asarray(mean).tobytes(), np.asarray(mean).shape, float(boundary_sd))
+        self._key = (structure, name, np.asarray(mean).tobytes(), np.asarray(mean).shape, float(boundary_sd),
+                     float(scale))
 
     def __call__(self, parents):
         tau = parents[self.name]
         if jnp.ndim(tau) != 0:
             raise ValueError(f"the GaussianMRF precision {self.name!r} must be a scalar parameter, "
                              f"got shape {jnp.shape(tau)}")
-        return GaussianMRFDistribution(self.structure, tau, self.mean, self.boundary_sd)
+        return GaussianMRFDistribution(self.structure, self.scale * tau, self.mean, self.boundary_sd)
 
     def __eq__(self, other):
         return isinstance(other, _MRFFactory) and self._key == other._key
