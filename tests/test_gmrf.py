@@ -211,3 +211,14 @@ def test_generic_conditional_prior():
     with pytest.raises(ValueError, match="distribution has shape \\(\\), the parameter has shape \\(3,\\)"):
         ji.priors.Conditional(lambda q: npd.Normal(0.0, q["s"]), parents="s", shape=3).log_prob(
             jnp.zeros(3), {"s": 1.0})
+
+
+def test_precision_scale_multiplies_the_precision():
+    x = jax.random.normal(jax.random.key(9), (8,))
+    ref = ji.priors.GaussianMRF(8, order=2, precision=1.5, boundary_sd=2.0).log_prob(x)
+    fixed = ji.priors.GaussianMRF(8, order=2, precision=6.0, boundary_sd=2.0, precision_scale=0.25).log_prob(x)
+    hier = ji.priors.GaussianMRF(8, order=2, precision="lam", boundary_sd=2.0, precision_scale=0.25)
+    assert float(fixed) == pytest.approx(float(ref), rel=1e-13)
+    assert float(hier.log_prob(x, {"lam": 6.0})) == pytest.approx(float(ref), rel=1e-13)
+    with pytest.raises(ValueError, match="precision_scale must be positive"):
+        ji.priors.GaussianMRF(8, precision_scale=-1.0)
