@@ -503,7 +503,6 @@ class GaussianMRFDistribution(npd.Distribution):
     """
 
     arg_constraints = {"precision": constraints.positive, "boundary_sd": constraints.positive}
-    support = constraints.real
     reparametrized_params = ["precision", "mean", "boundary_sd"]
     pytree_data_fields = ("precision", "loc", "boundary_sd")
     pytree_aux_fields = ("structure",)
@@ -514,6 +513,10 @@ class GaussianMRFDistribution(npd.Distribution):
         self.loc = mean
         self.boundary_sd = boundary_sd
         super().__init__(batch_shape=(), event_shape=structure.shape, validate_args=validate_args)
+
+    @property
+    def support(self):
+        return constraints.independent(constraints.real, len(self.structure.shape))
 
     # -- pieces ----------------------------------------------------------------
     def _axes(self):
