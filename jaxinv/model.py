@@ -29,7 +29,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from .likelihoods import Likelihood, _MeasurementKeyError
-from .priors import Prior, as_prior
+from .priors import Prior, as_prior, dependency_order
 
 __all__ = ["Model", "Posterior"]
 
@@ -43,7 +43,9 @@ class Model(eqx.Module):
             ``None`` with a :class:`~jaxinv.likelihoods.Joint` likelihood, which
             carries the forward model of each measurement.
         priors: ``{name: prior}`` for every parameter ``forward`` reads; a prior
-            is a :mod:`jaxinv.priors` object or any numpyro distribution.
+            is a :mod:`jaxinv.priors` object or any numpyro distribution.  A
+            :class:`~jaxinv.priors.Conditional` prior (e.g. ``GaussianMRF(...,
+            precision="smoothness")``) may depend on other parameters by name.
         likelihood: a :mod:`jaxinv.likelihoods` object; its inferred noise
             parameters join the parameter set under their own names.
     """
@@ -52,6 +54,7 @@ class Model(eqx.Module):
     priors: dict[str, Prior]
     likelihood: Likelihood
     parameter_names: tuple[str, ...] = eqx.field(static=True)
+    sampling_order: tuple[str, ...] = eqx.field(static=True)
 
     def __init__(self, forward: Callable | None, priors: dict[str, Any], likelihood: Likelihood):
         own = likelihood.forward_model() if isinstance(likelihood, Likelihood) else None
@@ -78,6 +81,8 @@ class Model(eqx.Module):
         # the order of z, fixed here: pytree flattening sorts dict keys, so a dict's
         # own order does not survive jit/vmap/tree_at
         self.parameter_names = tuple(self.priors) + tuple(likelihood.parameters())
+        # hierarchical priors: parents must be parameters, no cycles; ancestral draw order
+        self.sampling_order = dependency_order(self.all_priors)
 
     @property
     def all_priors(self) -> dict[str, Prior]:
@@ -189,10 +194,19 @@ class Posterior(eqx.Module):
         """Forward-model prediction at ``z`` (``{measurement: array}`` for a Joint)."""
         return self.model.forward(self.forward_params(z))
 
+    def _parent_values(self, z):
+        """Constrained values of every parameter, when some prior needs its parents' values."""
+        if any(prior.parents for prior in self.priors.values()):
+            return self.constrain(z)
+        return None
+
     def log_prior(self, z) -> jax.Array:
-        """Prior log-density of ``z`` (includes the log-Jacobian of the transforms)."""
+        """Prior log-density of ``z`` (includes the log-Jacobian of the transforms);
+        conditional priors are evaluated at their parents' constrained values:
+        ``sum_j log p(theta_j | parents_j) + log |det dtheta/dz|``."""
         u = self.unravel(z)
-        return sum(prior.log_density_unconstrained(u[name]) for name, prior in self.priors.items())
+        parents = self._parent_values(z)
+        return sum(prior.log_density_unconstrained(u[name], parents) for name, prior in self.priors.items())
 
     def pointwise_log_likelihood(self, z) -> jax.Array:
         """``log p(y_i | theta(z))`` per datum (for LOO/WAIC): the shape of ``y``,
@@ -221,7 +235,7 @@ class Posterior(eqx.Module):
         return -self.log_likelihood(z) - self._log_prior_parameter_space(params)
 
     def _log_prior_parameter_space(self, params):
-        return sum(prior.log_prob(params[name]) for name, prior in self.priors.items())
+        return sum(prior.log_prob(params[name], params) for name, prior in self.priors.items())
 
     def tempered_energy(self, z, beta) -> jax.Array:
         """``E_beta(z) = -beta log L(z) - log p_z(z)``; beta=0 prior, beta=1 posterior."""
@@ -255,15 +269,20 @@ class Posterior(eqx.Module):
 
     # -- starting points -------------------------------------------------------------
     def init(self, key, n: int) -> jax.Array:
-        """``n`` draws from the prior, in unconstrained space: shape ``(n, dim)``."""
+        """``n`` draws from the prior, in unconstrained space: shape ``(n, dim)``.
+        Ancestral: parents are drawn before the conditional priors that depend on them."""
         flat = [name for name, p in self.priors.items() if not p.is_proper]
         if flat:
             raise ValueError(f"parameters {flat} have improper Flat priors and cannot be drawn; pass init= explicitly")
-        keys = jax.random.split(key, len(self.names))
+        priors = self.priors
+        keys = dict(zip(self.names, jax.random.split(key, len(self.names))))
+        drawn = {}
+        for name in self.model.sampling_order:
+            prior = priors[name]
+            drawn[name] = prior.sample(keys[name], n, drawn) if prior.parents else prior.sample(keys[name], n)
         parts = []
-        for k, (name, prior) in zip(keys, self.priors.items()):
-            x = prior.sample(k, n)
-            u = jax.vmap(prior.unconstrain)(x)
+        for name, prior in priors.items():
+            u = jax.vmap(prior.unconstrain)(drawn[name])
             parts.append(jnp.reshape(u, (n, -1)))
         return jnp.concatenate(parts, axis=1)
 

@@ -17,7 +17,7 @@ from one of
   also for singular models (mixtures, peak sums), but only to O(sqrt(log n)),
   so a model-comparison criterion rather than an exact evidence;
 * ``"analytic"`` -- closed form for conjugate linear-Gaussian models
-  (Normal priors, forward model affine in the parameters, Normal likelihood with
+  (Normal, multivariate normal or fixed-precision GaussianMRF priors, forward model affine in the parameters, Normal likelihood with
   known sigma): ``p(y) = N(y | A m0 + b, Sigma + A S0 A^T)`` (Bishop 2006, eq. 3.86).
 
 Ladder estimators, for draws ``L_r^(s) = log p(y | theta^(s))`` at the rungs
@@ -51,6 +51,7 @@ import numpyro.distributions as npd
 from jax.scipy.special import logsumexp
 
 from ..model import Posterior
+from ..priors import GaussianMRFDistribution
 from ..results import Result
 from . import _derivatives
 
@@ -137,7 +138,12 @@ def ladder_evidence(betas, log_likelihood, estimator: str = "bridge", n_batches:
 
 # ----------------------------------------------------------------------------- closed form
 def _gaussian_prior(name, prior):
+    if prior.parents:
+        raise ValueError(f"analytic evidence needs fixed Gaussian priors; parameter {name!r} has a prior "
+                         f"conditional on {list(prior.parents)}")
     dist = prior.distribution
+    if isinstance(dist, GaussianMRFDistribution):
+        return jnp.ravel(dist.mean), dist.covariance_matrix
     while isinstance(dist, npd.ExpandedDistribution):
         dist = dist.base_dist
     if prior.ordered or not isinstance(prior.distribution, npd.Distribution) or not isinstance(
