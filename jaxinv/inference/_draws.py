@@ -52,8 +52,9 @@ def feasible_prior_draws(post: Posterior, key, n: int, spare: int = 16) -> jax.A
     if pool.shape[0] < bad.sum():
         feasible = int((~bad).sum()) + pool.shape[0]
         raise ValueError(
-            f"only {feasible} of {(1 + spare) * n} prior draws have a finite energy: the forward model fails "
-            "(NaN) or the likelihood is zero over most of the prior; narrow the prior or pass init="
+            f"{(1 + spare) * n - feasible} of {(1 + spare) * n} prior draws have a non-finite energy (needed "
+            f"{n} finite ones): the prior may exclude the data, or the forward model fails (NaN) over most of "
+            "the prior; narrow the prior or pass init="
         )
     z = np.asarray(z).copy()
     z[bad] = pool[: bad.sum()]
