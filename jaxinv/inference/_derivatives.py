@@ -7,7 +7,11 @@ The engines that need second derivatives (Laplace, Levenberg-Marquardt, the Newt
 decrement) ask here; each function tries the modes in order of cost and takes the
 first the model supports, decided once at trace time:
 
-* Jacobian: forward (``jacfwd``), then reverse (``jacrev``).
+* Jacobian: forward (``jacfwd``); without forward mode, reverse (``jacrev``, one pass
+  per output) when there are no more outputs than inputs, else central differences
+  ``(f(z + h_i e_i) - f(z - h_i e_i)) / (2 h_i)`` (two solves per input instead of one
+  backward pass per datum; used by the Levenberg-Marquardt polish, whose steps need
+  only approximate curvature: its acceptance test uses the energy itself).
 * Hessian: forward-over-reverse, forward-over-forward, reverse-over-reverse, and as
   the last resort central differences of the reverse-mode gradient,
 
@@ -56,16 +60,31 @@ def _first_supported(attempts):
 def jacobian(f: Callable) -> Callable:
     """``z -> df/dz`` (shape ``f(z).shape + z.shape``) in the first mode ``f`` supports."""
 
+    def reverse_or_differences(z):
+        if jax.eval_shape(f, z).size <= z.size:
+            return jax.jacrev(f)(z)
+        return _finite_difference_jacobian(f, z)
+
     def jac(z):
-        return _first_supported([lambda: jax.jacfwd(f)(z), lambda: jax.jacrev(f)(z)])
+        return _first_supported([lambda: jax.jacfwd(f)(z), lambda: reverse_or_differences(z)])
 
     return jac
 
 
+def _steps(z):
+    h = jnp.finfo(z.dtype).eps ** (1.0 / 3.0) * jnp.maximum(1.0, jnp.abs(z))
+    return jnp.diag(h), h
+
+
+def _finite_difference_jacobian(f: Callable, z):
+    steps, h = _steps(z)
+    columns = jax.vmap(lambda dz, hi: (f(z + dz) - f(z - dz)) / (2.0 * hi))(steps, h)
+    return jnp.moveaxis(columns, 0, -1)
+
+
 def _finite_difference_hessian(f: Callable, z):
     grad = jax.grad(f)
-    h = jnp.finfo(z.dtype).eps ** (1.0 / 3.0) * jnp.maximum(1.0, jnp.abs(z))
-    steps = jnp.diag(h)
+    steps, h = _steps(z)
     columns = jax.vmap(lambda dz, hi: (grad(z + dz) - grad(z - dz)) / (2.0 * hi))(steps, h)
     return 0.5 * (columns + columns.T)
 
