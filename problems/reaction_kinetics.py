@@ -289,6 +289,10 @@ def select_laws(data: Dataset, key, method: str = "laplace", laws=LAWS, model_op
         return ji.select(candidates, data.y, key, method=method, n_components={n: n_components(n) for n in candidates},
                          **kwargs)
     reactor = _reactor(data, {k: (model_options or {}).get(k) for k in _REACTOR_KEYS})
+    # the gradient of an ODE solved to rtol 1e-8 is itself accurate to ~1e-7 relative: a
+    # tighter gradient tolerance is never met and every start would run to the step cap
+    kwargs.setdefault("gtol", 1e-5)
+    kwargs.setdefault("max_steps", 200)
     results, posteriors = {}, {}
     for (name, model), k in zip(candidates.items(), jax.random.split(key, len(candidates))):
         posteriors[name] = model.condition(data.y)

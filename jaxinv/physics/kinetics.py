@@ -221,8 +221,10 @@ class MineralReaction(eqx.Module):
         solver: Diffrax solver or name (``"tsit5"`` default; ``"kvaerno5"`` for stiff
             systems, e.g. fast reactions near equilibrium: k S0 / (K V) large against
             1 / (time span)).
-        adjoint, rtol, atol, max_steps: as :class:`~jaxinv.physics.ode.ODE` (tolerances apply
-            to the dimensionless amounts m/m0 and c V/m0).
+        adjoint: gradient method, as :class:`~jaxinv.physics.ode.ODE` [``"checkpoint"``].
+        rtol: relative tolerance (of the dimensionless amounts m/m0 and c V/m0).
+        atol: absolute tolerance (same dimensionless amounts).
+        max_steps: step budget of one solve; a solve that needs more gives NaN.
     """
 
     ode: ODE
