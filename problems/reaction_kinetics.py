@@ -9,8 +9,9 @@ an initially pure fluid of volume V,
 
 and the dissolved concentration c(t) [mol/L] is measured at times t [s] with Gaussian errors.
 The exponent n encodes how the reactive surface shrinks: ``sphere`` (n = 2/3), ``cylinder``
-(1/2), ``plate`` (0) or ``free`` (n ~ Uniform(0, 1), a fourth model).  Omori et al. (2016) pose
-this inverse problem (rate law and surface-area model from the fluid's time series); Lasaga
+(1/2), ``plate`` (0) or ``free`` (n ~ Uniform(0, 1), a fourth model).  The inverse problem
+(rate law and surface-area model from the fluid's time series) follows Omori et al. (2016) as
+cited in the project's issue 4 (the paper was not consulted); Lasaga
 (1998, ch. 1) and Palandri & Kharaka (2004) give the rate law.
 
 Identifiability.  k and S0 enter only as the product k S0, so S0 (e.g. BET area) and m0, V

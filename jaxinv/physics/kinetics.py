@@ -12,12 +12,13 @@ Rate law (transition-state-theory form, one elementary reaction, affinity expone
     K      equilibrium constant of the dissolution reaction         [-] (same standard state)
 
 Omega < 1: undersaturated fluid, the mineral dissolves (dm/dt < 0); Omega > 1: supersaturated,
-the mineral grows; Omega = 1: equilibrium.  (1) is eq. (1.11) of Lasaga (1998, ch. 1), the
-``r = k A (1 - Omega^p)^q`` of Palandri & Kharaka (2004, eq. 2 with p = q = 1; their
-compilation gives k in mol m^-2 s^-1), the rate law of PHREEQC's RATES examples (Parkhurst &
+the mineral grows; Omega = 1: equilibrium.  (1) is the transition-state rate law of Lasaga
+(1998, ch. 1), the general ``r = k A (1 - Omega^p)^q`` form used by Palandri & Kharaka (2004)
+with p = q = 1 (their compilation gives k in mol m^-2 s^-1), the rate law of PHREEQC's RATES examples (Parkhurst &
 Appelo 2013, ``k * A0/V * (m/m0)^0.67 * (1 - SR)``) and PFLOTRAN's MINERAL_KINETICS
 (``rate = A k (1 - Q/K)``).  Omori et al. (2016) estimate such rate constants from the time
-series of fluid composition by Bayesian inference; this module is the forward model for that.
+series of fluid composition by Bayesian inference (as the project's issue 4 describes it);
+this module is the forward model for that.
 
 Surface-area (geometry) law.  As the mineral dissolves its area shrinks:
 
@@ -62,7 +63,7 @@ References:
     ch. 1 (rate laws, affinity, surface area) and ch. 2.
   * Palandri, J. L. & Kharaka, Y. K. (2004), A compilation of rate parameters of water-mineral
     interaction kinetics for application to geochemical modeling, USGS Open-File Report
-    2004-1068, eq. 2-5.
+    2004-1068.
   * Parkhurst, D. L. & Appelo, C. A. J. (2013), PHREEQC version 3, USGS Techniques and
     Methods 6-A43 (RATES / KINETICS, the (m/m0)^n surface-area factor).
   * Levenspiel, O. (1999), Chemical Reaction Engineering, 3rd ed., Wiley, ch. 25
