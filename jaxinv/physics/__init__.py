@@ -24,3 +24,5 @@ __all__ = [
     "StretchedExponential",
     "Sum",
 ]
+from .kinetics import MineralReaction  # noqa: E402
+__all__ += ["MineralReaction"]
