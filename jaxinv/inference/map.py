@@ -101,25 +101,34 @@ def _run_optax(energy, z0, opt, max_steps: int, gtol: float):
     # line-search optimisers (optax.lbfgs) keep the value and gradient in their state
     uses_linesearch = otu.tree_get(opt.init(z0), "value") is not None
 
+    # A line search that no longer lowers the energy (two iterations in a row) ends the
+    # run: energies computed to a finite accuracy (an ODE solved to rtol ~ 1e-8) may never
+    # reach gtol, and every start would otherwise run all max_steps.
+    ftol = 10.0 * float(jnp.finfo(z0.dtype).eps)
+
     def step(carry):
-        z, state, it = carry
+        z, state, it, previous, stuck = carry
         if uses_linesearch:
             value, grad = value_and_grad(z, state=state)
             updates, state = opt.update(grad, state, z, value=value, grad=grad, value_fn=energy)
+            no_progress = previous - value <= ftol * (1.0 + jnp.abs(value))
+            stuck = jnp.where(no_progress & (it > 0), stuck + 1, 0)
+            previous = value
         else:
             grad = jax.grad(energy)(z)
             updates, state = opt.update(grad, state, z)
-        return optax.apply_updates(z, updates), state, it + 1
+        return optax.apply_updates(z, updates), state, it + 1, previous, stuck
 
     def keep_going(carry):
-        z, state, it = carry
+        z, state, it, _, stuck = carry
         grad = otu.tree_get(state, "grad")
         if grad is None:
             grad = jax.grad(energy)(z)
         small = otu.tree_norm(grad) < gtol
-        return (it == 0) | ((it < max_steps) & ~small & jnp.all(jnp.isfinite(z)))
+        return (it == 0) | ((it < max_steps) & ~small & (stuck < 2) & jnp.all(jnp.isfinite(z)))
 
-    z, _, it = jax.lax.while_loop(keep_going, step, (z0, opt.init(z0), jnp.asarray(0)))
+    start = (z0, opt.init(z0), jnp.asarray(0), jnp.asarray(jnp.inf, z0.dtype), jnp.asarray(0))
+    z, _, it, _, _ = jax.lax.while_loop(keep_going, step, start)
     return z, it
 
 
