@@ -120,8 +120,10 @@ class ODE(eqx.Module):
             PyTree with a leading time axis of length ``len(times)``.  Default: the
             states themselves (then the state must be a single array).
         t0: start of the integration [default: ``times[0]``].
-        solver, adjoint: Diffrax objects or names (module docstring).
-        rtol, atol: step-size controller tolerances (default by precision).
+        solver: a Diffrax solver or its name (module docstring).
+        adjoint: a Diffrax adjoint or its name (module docstring).
+        rtol: relative tolerance of the step-size controller (default by precision).
+        atol: absolute tolerance of the step-size controller (default by precision).
         dt0: initial (or, with ``adaptive=False``, fixed) step; ``None`` lets the
             controller choose.
         adaptive: ``False`` for a constant step ``dt0``.
