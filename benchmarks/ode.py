@@ -50,7 +50,7 @@ for p in (ROOT, ROOT / "benchmarks"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-import jaxinv as ji  # noqa: E402,F401  (float64)
+import jaxinv  # noqa: E402,F401  (float64 before any array is created)
 from evidence import check_same_density, jaxinv_nuts, machine_info, numpyro_nuts  # noqa: E402
 from problems import lotka_volterra as lv  # noqa: E402
 

@@ -140,8 +140,10 @@ def run(name: str, chains: int, warmup: int, draws: int, seed: int, progress: bo
                 num_chains=chains, chain_method="vectorized", progress_bar=progress)
     t0 = time.perf_counter()
     mcmc.run(jax.random.key(seed), *data())
-    samples = mcmc.get_samples(group_by_chain=True)
+    samples = dict(mcmc.get_samples(group_by_chain=True))
     jax.block_until_ready(samples)
+    if "K_m" in samples:  # heavy-tailed: its logarithm is summarised too (well-behaved MCSE)
+        samples["log_K_m"] = jnp.log(samples["K_m"])
     elapsed = time.perf_counter() - t0
     divergences = int(np.sum(np.asarray(mcmc.get_extra_fields()["diverging"])))
     summary = summarise(samples)
