@@ -50,7 +50,7 @@ for p in (ROOT, ROOT / "benchmarks"):
     if str(p) not in sys.path:
         sys.path.insert(0, str(p))
 
-import jaxinv  # noqa: E402,F401  (float64 before any array is created)
+import jaxinv  # noqa: E402  (float64 before any array is created)
 from evidence import check_same_density, jaxinv_nuts, machine_info, numpyro_nuts  # noqa: E402
 from problems import lotka_volterra as lv  # noqa: E402
 
@@ -154,7 +154,7 @@ def main() -> None:
     print(f"{info['cpu']}, {info['cores']} cores, load {info['load_average'][0]:.1f}; jax {info['jax']} "
           f"on {info['device']}, {info['precision']}")
     out = {"machine": info, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
-           "smoke": args.smoke, "model": "lotka-volterra (posteriordb hudson_lynx_hare), Tsit5 rtol=atol=1e-6",
+           "smoke": args.smoke, "precision": jaxinv.precision(), "model": "lotka-volterra (posteriordb hudson_lynx_hare), Tsit5 rtol=atol=1e-6",
            "settings": {"chains": args.chains, "warmup": args.warmup, "draws": args.draws,
                         "repeats": args.repeats}}
     if "nuts" in args.parts:
