@@ -36,7 +36,8 @@ def data():
 
 @pytest.fixture(scope="module")
 def post(data):
-    return de.models(data)["one-compartment"].condition(data.y)
+    """With Tsit5 (faster than the default Kvaerno5; both agree with Radau, test below)."""
+    return de.models(data, solver="tsit5")["one-compartment"].condition(data.y)
 
 
 def test_default_data_is_posteriordb_one_comp_mm_elim_abs(data):
@@ -53,7 +54,8 @@ def test_forward_model_matches_radau(data, solver):
         np.testing.assert_allclose(forward(p), _exact(p, data.x), rtol=2e-5)
 
 
-def test_log_density_is_the_posteriordb_model(post, data):
+def test_log_density_is_the_posteriordb_model(data):
+    post = de.models(data)["one-compartment"].condition(data.y)  # default solver Kvaerno5
     zu = post.unconstrain({k: jnp.asarray(v) for k, v in POINT.items()})
     log_like = np.sum(lognorm.logpdf(data.y, s=POINT["sigma"], scale=_exact(POINT, data.x)))
     np.testing.assert_allclose(float(post.log_likelihood(zu)), log_like, rtol=1e-6)
@@ -64,39 +66,53 @@ def test_log_density_is_the_posteriordb_model(post, data):
 
 def test_map_near_the_reference_posterior(post):
     """Fast check: the MAP of the well-identified k_a, sigma within one reference sd of the
-    reference mean, and K_m, V_m (strongly correlated, K_m right-skewed: the MAP sits below the
-    mean) below the reference mean + 1 sd and above its 5% quantile."""
+    reference mean, and K_m, V_m (strongly correlated, heavy right tails: the MAP sits far
+    below their means) inside the reference's 5-95% intervals."""
     fit = ji.map_estimate(post, jax.random.key(0), n_starts=8)
     for name in ("k_a", "sigma"):
         assert abs(float(fit.params[name]) - REFERENCE[name]["mean"]) < REFERENCE[name]["sd"], name
     for name in ("K_m", "V_m"):
         v = float(fit.params[name])
-        assert REFERENCE[name]["q05"] < v < REFERENCE[name]["mean"] + REFERENCE[name]["sd"], (name, v)
+        assert REFERENCE[name]["q05"] < v < REFERENCE[name]["q95"], (name, v)
 
 
-def test_nuts_matches_the_numpyro_reference():
-    """2 chains x (500 warmup + 500 draws), Tsit5 (faster; agrees with Kvaerno5 to 2e-5,
-    test above): every mean within 4 combined Monte Carlo standard errors of the reference,
-    every sd within 15%, as for Lotka-Volterra -- except that for the heavy-tailed K_m the sd
-    test is made on log K_m (the sample sd of K_m itself is dominated by a few tail draws and
-    its relative error at ESS ~ 200 is far above 15%; the mean of K_m keeps its MCSE test)."""
+def _compare_nuts(post, n_chains, n_warmup, n_draws, sd_names, min_ess):
     from numpyro.diagnostics import effective_sample_size
 
-    data = de.default_data()
-    post = de.models(data, solver="tsit5")["one-compartment"].condition(data.y)
-    res = ji.sample(post, jax.random.key(3), method="nuts", n_chains=2, n_warmup=500, n_draws=500)
-    assert int(res.stats["divergences"]) <= 5
+    res = ji.sample(post, jax.random.key(3), method="nuts", n_chains=n_chains, n_warmup=n_warmup,
+                    n_draws=n_draws)
+    assert int(res.stats["divergences"]) <= 0.02 * n_chains * n_draws
     draws = {k: np.asarray(v) for k, v in res.params.items()}
-    draws["log_K_m"] = np.log(draws["K_m"])
-    for name, ref in REFERENCE.items():
-        x = draws[name]
+    draws["log_K_m"], draws["log_V_m"] = np.log(draws["K_m"]), np.log(draws["V_m"])
+    for name in ("k_a", "sigma", "log_K_m", "log_V_m"):
+        ref, x = REFERENCE[name], draws[name]
         ess = float(effective_sample_size(x))
         mean, sd = float(x.mean()), float(x.std(ddof=1))
         z = (mean - ref["mean"]) / math.hypot(sd / math.sqrt(ess), ref["mcse"])
-        assert ess > 100, (name, ess)
+        assert ess > min_ess, (name, ess)
         assert abs(z) < 4.0, (name, mean, ref["mean"], z)
-        if name != "K_m":
+        if name in sd_names:
             assert 0.85 < sd / ref["sd"] < 1.15, (name, sd / ref["sd"])
+
+
+def test_nuts_matches_the_numpyro_reference(post):
+    """2 chains x (500 warmup + 500 draws), Tsit5 (faster; agrees with Kvaerno5 to 2e-5,
+    test above): means of k_a, sigma, log K_m, log V_m within 4 combined Monte Carlo standard
+    errors of the reference (z = (m - m_ref) / sqrt(mcse^2 + mcse_ref^2)); sds of k_a and sigma
+    within 15%.  K_m and V_m are compared through their logarithms: along the ridge of the
+    posterior (K_m >> C, elimination ~ (V_m / K_m) C, V_m ~ K_m) the density falls like
+    K_m^-3, so K_m and V_m have no posterior variance (sample sds do not converge, the CLT-based
+    MCSE of the mean does not hold), while every moment of log K_m and log V_m exists.  Their
+    ESS per draw is low (0.05-0.3, NUTS at target acceptance 0.8-0.95), so at this length their
+    sds are known to ~15% only: the sd test of
+    log K_m, log V_m is the slow variant below.  Divergences (in the tail) up to 2% of draws."""
+    _compare_nuts(post, 2, 500, 500, sd_names=("k_a", "sigma"), min_ess=20)
+
+
+@pytest.mark.slow
+def test_nuts_matches_the_numpyro_reference_long(post):
+    """4 chains x (1000 + 5000): all four sds (including log K_m, log V_m) within 15%."""
+    _compare_nuts(post, 4, 1000, 5000, sd_names=("k_a", "sigma", "log_K_m", "log_V_m"), min_ess=400)
 
 
 def test_load_data_json_csv_and_bad_files(tmp_path, data):
@@ -130,7 +146,7 @@ def test_problem_object_and_cli(monkeypatch, tmp_path):
 
     monkeypatch.setattr(cli, "load_problem", lambda name: de.problem)
     out = tmp_path / "run"
-    assert cli.main(["run", "drug-elimination", "--out", str(out), "--n-starts", "4", "--quiet",
+    assert cli.main(["run", "drug-elimination", "--out", str(out), "--n-starts", "8", "--quiet",
                      "--option", "solver=tsit5"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     k_a = summary["models"][0]["posterior"]["k_a"]["mean"]

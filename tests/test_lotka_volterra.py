@@ -41,6 +41,11 @@ def post():
     return lv.models(data)["lotka-volterra"].condition(data.y)
 
 
+@pytest.fixture(scope="module")
+def fit(post):
+    return ji.map_estimate(post, jax.random.key(0), n_starts=8)
+
+
 def test_default_data_is_posteriordb_hudson_lynx_hare():
     data = lv.default_data()
     assert data.y.shape == (21, 2) and np.allclose(data.x, np.arange(21.0))
@@ -70,12 +75,11 @@ def test_log_density_is_the_posteriordb_model(post):
     assert post.dim == 8
 
 
-def test_map_and_laplace_near_the_reference_posterior(post):
+def test_map_and_laplace_near_the_reference_posterior(post, fit):
     """Fast check: multi-start MAP within 1 reference posterior sd of the reference mean for
     every component (the posterior is near-Gaussian in alpha..delta; the MAP of the
     8-parameter posterior differs from its mean by a fraction of an sd), and the Laplace sd
     within a factor 1.5 of the reference sd."""
-    fit = ji.map_estimate(post, jax.random.key(0), n_starts=8)
     sd = np.sqrt(np.diag(np.asarray(fit.laplace.covariance)))
     z_map = post.unconstrain(fit.params)
     jac = jax.jacfwd(lambda z: jnp.concatenate([jnp.ravel(v) for v in post.constrain(z).values()]))(z_map)
@@ -120,10 +124,9 @@ def test_nuts_matches_the_numpyro_reference(post):
         assert 0.85 < ratio < 1.15, (name, j, ratio)
 
 
-def test_posterior_predictive_band_covers_the_data(post, tmp_path):
+def test_posterior_predictive_band_covers_the_data(post, fit, tmp_path):
     """90% predictive bands from reference-like draws (the MAP's Laplace draws) cover most of
     the 42 observations, and the figure is written."""
-    fit = ji.map_estimate(post, jax.random.key(1), n_starts=4)
     draws = jax.vmap(post.constrain)(fit.laplace.sample_unconstrained(jax.random.key(2), (300,)))
     data = lv.default_data()
     grid, states, obs = lv.posterior_predictive(post, draws, jax.random.key(4), times=data.x)
@@ -172,7 +175,7 @@ def test_problem_object_and_cli(monkeypatch, tmp_path):
 
     monkeypatch.setattr(cli, "load_problem", lambda name: lv.problem)
     out = tmp_path / "run"
-    assert cli.main(["run", "lotka-volterra", "--out", str(out), "--n-starts", "4", "--draws", "400",
+    assert cli.main(["run", "lotka-volterra", "--out", str(out), "--n-starts", "8", "--draws", "400",
                      "--quiet"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     alpha = summary["models"][0]["posterior"]["alpha"]["mean"]
