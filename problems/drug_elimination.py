@@ -236,7 +236,7 @@ def figures(selection, data: Dataset, out_dir) -> list[Path]:
     import matplotlib.pyplot as plt
 
     out_dir = Path(out_dir)
-    post, draws = _draws(selection, selection.selected)
+    post, draws = _draws(selection, next(iter(selection.results)))  # the problem's single model
     base = post.model.forward
     grid = np.linspace(0.0, float(np.max(data.x)), 201)[1:]
     fine = Concentration(grid, t0=float(base.ode.t0), dose=base.dose, volume=base.volume, solver=base.ode.solver,

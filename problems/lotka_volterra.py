@@ -281,7 +281,7 @@ def figures(selection, data: Dataset, out_dir) -> list[Path]:
     import jax
 
     out_dir = Path(out_dir)
-    name = selection.selected
+    name = next(iter(selection.results))  # the problem's single model
     res = selection.results[name]
     post = selection.posteriors[name]
     if res.sample_dims == 2:

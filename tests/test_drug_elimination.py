@@ -48,22 +48,30 @@ def test_default_data_is_posteriordb_one_comp_mm_elim_abs(data):
 
 @pytest.mark.parametrize("solver", ["kvaerno5", "tsit5"])
 def test_forward_model_matches_radau(data, solver):
-    """Both solvers against scipy's Radau (the [t > 0] factor changes only the point t = 0)."""
-    forward = de.models(data, solver=solver)["one-compartment"].forward
+    """Both solvers against scipy's Radau (the [t > 0] factor changes only the point t = 0):
+    to ~1e-4 at the default tolerances (1e-6 per step, accumulated over the solve), to 1e-7
+    at rtol = atol = 1e-10.  The second point eliminates the drug completely (C -> 0)."""
+    default = de.models(data, solver=solver)["one-compartment"].forward
+    tight = de.models(data, solver=solver, rtol=1e-10, atol=1e-10)["one-compartment"].forward
     for p in (POINT, {"k_a": 2.0, "K_m": 0.01, "V_m": 5.0, "sigma": 0.1}):
-        np.testing.assert_allclose(forward(p), _exact(p, data.x), rtol=2e-5)
+        exact = _exact(p, data.x)
+        np.testing.assert_allclose(default(p), exact, rtol=2e-4, atol=1e-4)
+        np.testing.assert_allclose(tight(p), exact, rtol=1e-7, atol=1e-8)
 
 
 def test_log_density_is_the_posteriordb_model(data):
     post = de.models(data)["one-compartment"].condition(data.y)  # default solver Kvaerno5
     zu = post.unconstrain({k: jnp.asarray(v) for k, v in POINT.items()})
     log_like = np.sum(lognorm.logpdf(data.y, s=POINT["sigma"], scale=_exact(POINT, data.x)))
-    np.testing.assert_allclose(float(post.log_likelihood(zu)), log_like, rtol=1e-6)
+    assert abs(float(post.log_likelihood(zu)) - log_like) < 0.05  # default tolerances
+    tight = de.models(data, rtol=1e-10, atol=1e-10)["one-compartment"].condition(data.y)
+    np.testing.assert_allclose(float(tight.log_likelihood(zu)), log_like, rtol=1e-7)
     params = post.constrain(zu)
     prior = sum(float(jnp.sum(post.priors[k].log_prob(params[k]))) for k in post.names)
     np.testing.assert_allclose(prior, sum(halfcauchy.logpdf(v) for v in POINT.values()), rtol=1e-12)
 
 
+@pytest.mark.slow
 def test_map_near_the_reference_posterior(post):
     """Fast check: the MAP of the well-identified k_a, sigma within one reference sd of the
     reference mean, and K_m, V_m (strongly correlated, heavy right tails: the MAP sits far
@@ -76,12 +84,20 @@ def test_map_near_the_reference_posterior(post):
         assert REFERENCE[name]["q05"] < v < REFERENCE[name]["q95"], (name, v)
 
 
-def _compare_nuts(post, n_chains, n_warmup, n_draws, sd_names, min_ess):
+def _nuts(post, n_chains, n_warmup, n_draws):
+    return ji.sample(post, jax.random.key(3), method="nuts", n_chains=n_chains, n_warmup=n_warmup, n_draws=n_draws)
+
+
+@pytest.fixture(scope="module")
+def nuts(post):
+    return _nuts(post, 2, 500, 500)
+
+
+def _compare_nuts(res, sd_names, min_ess):
     from numpyro.diagnostics import effective_sample_size
 
-    res = ji.sample(post, jax.random.key(3), method="nuts", n_chains=n_chains, n_warmup=n_warmup,
-                    n_draws=n_draws)
-    assert int(res.stats["divergences"]) <= 0.02 * n_chains * n_draws
+    n = int(np.prod(np.shape(res.params["k_a"])))
+    assert int(res.stats["divergences"]) <= 0.02 * n
     draws = {k: np.asarray(v) for k, v in res.params.items()}
     draws["log_K_m"], draws["log_V_m"] = np.log(draws["K_m"]), np.log(draws["V_m"])
     for name in ("k_a", "sigma", "log_K_m", "log_V_m"):
@@ -95,7 +111,7 @@ def _compare_nuts(post, n_chains, n_warmup, n_draws, sd_names, min_ess):
             assert 0.85 < sd / ref["sd"] < 1.15, (name, sd / ref["sd"])
 
 
-def test_nuts_matches_the_numpyro_reference(post):
+def test_nuts_matches_the_numpyro_reference(nuts):
     """2 chains x (500 warmup + 500 draws), Tsit5 (faster; agrees with Kvaerno5 to 2e-5,
     test above): means of k_a, sigma, log K_m, log V_m within 4 combined Monte Carlo standard
     errors of the reference (z = (m - m_ref) / sqrt(mcse^2 + mcse_ref^2)); sds of k_a and sigma
@@ -106,18 +122,18 @@ def test_nuts_matches_the_numpyro_reference(post):
     ESS per draw is low (0.05-0.3, NUTS at target acceptance 0.8-0.95), so at this length their
     sds are known to ~15% only: the sd test of
     log K_m, log V_m is the slow variant below.  Divergences (in the tail) up to 2% of draws."""
-    _compare_nuts(post, 2, 500, 500, sd_names=("k_a", "sigma"), min_ess=20)
+    _compare_nuts(nuts, sd_names=("k_a", "sigma"), min_ess=20)
 
 
 @pytest.mark.slow
 def test_nuts_matches_the_numpyro_reference_long(post):
     """4 chains x (1000 + 5000): all four sds (including log K_m, log V_m) within 15%."""
-    _compare_nuts(post, 4, 1000, 5000, sd_names=("k_a", "sigma", "log_K_m", "log_V_m"), min_ess=400)
+    _compare_nuts(_nuts(post, 4, 1000, 5000), sd_names=("k_a", "sigma", "log_K_m", "log_V_m"), min_ess=400)
 
 
 def test_load_data_json_csv_and_bad_files(tmp_path, data):
     csv = tmp_path / "c.csv"
-    csv.write_text("t,C\n" + "\n".join(f"{t},{c!r}" for t, c in zip(data.x, data.y)))
+    csv.write_text("t,C\n" + "\n".join(f"{t},{float(c)!r}" for t, c in zip(data.x, data.y)))
     np.testing.assert_array_equal(de.load_data(csv).y, data.y)
     bad = {
         "missing.json": (None, "no such file"),
@@ -138,10 +154,22 @@ def test_load_data_json_csv_and_bad_files(tmp_path, data):
         assert "drug-elimination" in str(err.value)
 
 
-def test_problem_object_and_cli(monkeypatch, tmp_path):
+def test_problem_object_and_figures(post, nuts, data, tmp_path):
     assert de.problem.name == "drug-elimination"
+    assert list(de.problem.models(data)) == ["one-compartment"] and de.problem.n_components("one-compartment") == 1
     with pytest.raises(ValueError, match="unknown ODE solver"):
-        de.problem.models(de.default_data(), solver="rk99")
+        de.problem.models(data, solver="rk99")
+    with pytest.raises(ValueError, match="single model"):
+        de.problem.models(data, n_components=[2])
+    selection = ji.Selection(results={"one-compartment": nuts}, posteriors={"one-compartment": post})
+    paths = de.problem.figures(selection, data, tmp_path)
+    assert [p.name for p in paths] == ["predictive.png", "km_vm.png"]
+    assert all(p.stat().st_size > 10_000 for p in paths)
+
+
+@pytest.mark.slow
+def test_cli(monkeypatch, tmp_path):
+    """``jaxinv run drug-elimination`` (Laplace; the multi-start MAP's compile is slow here)."""
     from jaxinv import cli
 
     monkeypatch.setattr(cli, "load_problem", lambda name: de.problem)
