@@ -84,7 +84,12 @@ def lv_setup(adjoint="checkpoint"):
             args=(alpha, beta, gamma, delta), saveat=diffrax.SaveAt(ts=times),
             stepsize_controller=diffrax.PIDController(rtol=lv.RTOL, atol=lv.ATOL), max_steps=lv.MAX_STEPS,
             throw=False)
-        z = jnp.where(sol.result == diffrax.RESULTS.successful, sol.ys, jnp.nan)
+        # a failed solve is zero probability (jaxinv: NaN prediction); NumPyro validates the
+        # distribution's arguments on concrete values (prior draws at start-up), so no NaN here
+        # (nor a log of an overflowed or negative population)
+        ok = (sol.result == diffrax.RESULTS.successful) & jnp.all(jnp.isfinite(sol.ys) & (sol.ys > 0))
+        numpyro.factor("solve_failed", jnp.where(ok, 0.0, -jnp.inf))
+        z = jnp.where(ok, sol.ys, 1.0)
         numpyro.sample("y", dist.LogNormal(jnp.log(z), sigma).to_event(2), obs=y)
 
     def to_numpyro(u):
