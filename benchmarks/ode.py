@@ -124,8 +124,9 @@ def adjoint_costs(repeats: int) -> dict:
     for adjoint in ADJOINTS:
         post, _ = lv_setup(adjoint)
         z = post.unconstrain({k: jnp.asarray(v, dtype=float) for k, v in BULK.items()})
-        solve = jax.jit(post.predict)
-        grad = jax.jit(jax.jacfwd(post.log_density) if adjoint == "forward" else jax.grad(post.log_density))
+        solve = jax.jit(lambda z, post=post: post.predict(z))
+        density = lambda z, post=post: post.log_density(z)  # noqa: E731
+        grad = jax.jit(jax.jacfwd(density) if adjoint == "forward" else jax.grad(density))
         _, solve_s, solve_compile = _time_calls(solve, z, repeats)
         g, grad_s, grad_compile = _time_calls(grad, z, repeats)
         g = np.asarray(g)
