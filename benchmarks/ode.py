@@ -1,0 +1,194 @@
+"""ODE posteriors: jaxinv NUTS against NumPyro NUTS on Lotka-Volterra, and the cost of each adjoint.
+
+    python benchmarks/ode.py            # 4 chains x (500 warmup + 500 draws), writes JSON
+    python benchmarks/ode.py --smoke    # tiny sizes (< 60 s on an idle 2-core CPU), no JSON
+
+Model: the lynx-hare Lotka-Volterra posterior of posteriordb (``problems/lotka_volterra.py``,
+8 parameters, 21 x 2 log-normal observations), Tsit5 with rtol = atol = 1e-6, at most 4096
+steps, in both libraries.
+
+What is measured, in one run:
+
+1. **NUTS ESS/s**: minimum bulk ESS over the 8 parameter components (ArviZ) per second of
+   warmup + draws, compile excluded (the second of two runs with different keys), jaxinv
+   ``ji.sample(method="nuts")`` against NumPyro ``MCMC(NUTS(model))`` on a NumPyro model
+   written here with Diffrax called directly, the same priors (TruncatedNormal, LogNormal),
+   likelihood, solver, tolerances and unconstrained parameterisation (its potential energy is
+   checked against jaxinv's log density at random points first).  Both run ``--chains``
+   vectorised chains from the same starting points (a fixed point in the posterior bulk,
+   jittered by 0.05 in the unconstrained space).  The timing code (including taking
+   NumPyro's recompilation inside the timed run out of its sampling time) is that of
+   ``benchmarks/evidence.py``.  Compile times are reported separately.
+2. **Adjoints**: for each Diffrax adjoint of :class:`jaxinv.physics.ode.ODE` --
+   ``checkpoint`` (RecursiveCheckpointAdjoint), ``backsolve`` (BacksolveAdjoint), ``forward``
+   (ForwardMode, gradient by ``jax.jacfwd``), ``direct`` (DirectAdjoint) -- the time of one
+   jitted forward solve (prediction at the 21 times) and of one jitted gradient of the log
+   posterior (8 parameters), median over ``--repeats`` calls after a first (compiling) call,
+   whose excess is the compile time; and the gradient's largest relative difference from the
+   checkpoint adjoint's.
+
+Results go to ``benchmarks/results/ode-<hostname>-<date>.json`` with machine information.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import math
+import sys
+import time
+import warnings
+from pathlib import Path
+
+import jax
+import jax.numpy as jnp
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[1]
+for p in (ROOT, ROOT / "benchmarks"):
+    if str(p) not in sys.path:
+        sys.path.insert(0, str(p))
+
+import jaxinv  # noqa: E402  (float64 before any array is created)
+from evidence import check_same_density, jaxinv_nuts, machine_info, numpyro_nuts  # noqa: E402
+from problems import lotka_volterra as lv  # noqa: E402
+
+ADJOINTS = ("checkpoint", "backsolve", "forward", "direct")
+BULK = {"alpha": 0.55, "beta": 0.028, "gamma": 0.80, "delta": 0.024, "z_init": [33.0, 6.0], "sigma": [0.25, 0.25]}
+
+
+def lv_setup(adjoint="checkpoint"):
+    """jaxinv posterior and the hand-written NumPyro model of the same posterior."""
+    import diffrax
+    import numpyro
+    import numpyro.distributions as dist
+
+    data = lv.default_data()
+    post = lv.models(data, adjoint=adjoint)["lotka-volterra"].condition(data.y)
+    times, y = jnp.asarray(data.x), jnp.asarray(data.y)
+
+    def field(t, z, args):
+        alpha, beta, gamma, delta = args
+        return jnp.array([(alpha - beta * z[1]) * z[0], (-gamma + delta * z[0]) * z[1]])
+
+    def model(times, y):
+        alpha = numpyro.sample("alpha", dist.TruncatedNormal(1.0, 0.5, low=0.0))
+        beta = numpyro.sample("beta", dist.TruncatedNormal(0.05, 0.05, low=0.0))
+        gamma = numpyro.sample("gamma", dist.TruncatedNormal(1.0, 0.5, low=0.0))
+        delta = numpyro.sample("delta", dist.TruncatedNormal(0.05, 0.05, low=0.0))
+        z_init = numpyro.sample("z_init", dist.LogNormal(math.log(10.0), 1.0).expand([2]).to_event(1))
+        sigma = numpyro.sample("sigma", dist.LogNormal(-1.0, 1.0).expand([2]).to_event(1))
+        sol = diffrax.diffeqsolve(
+            diffrax.ODETerm(field), diffrax.Tsit5(), t0=times[0], t1=times[-1], dt0=None, y0=z_init,
+            args=(alpha, beta, gamma, delta), saveat=diffrax.SaveAt(ts=times),
+            stepsize_controller=diffrax.PIDController(rtol=lv.RTOL, atol=lv.ATOL), max_steps=lv.MAX_STEPS,
+            throw=False)
+        # a failed solve is zero probability (jaxinv: NaN prediction); NumPyro validates the
+        # distribution's arguments on concrete values (prior draws at start-up), so no NaN here
+        # (nor a log of an overflowed or negative population)
+        ok = (sol.result == diffrax.RESULTS.successful) & jnp.all(jnp.isfinite(sol.ys) & (sol.ys > 0))
+        numpyro.factor("solve_failed", jnp.where(ok, 0.0, -jnp.inf))
+        z = jnp.where(ok, sol.ys, 1.0)
+        numpyro.sample("y", dist.LogNormal(jnp.log(z), sigma).to_event(2), obs=y)
+
+    def to_numpyro(u):
+        return dict(u)
+
+    def from_numpyro(samples):
+        return {k: samples[k] for k in lv.PARAMETERS}
+
+    return post, (model, (times, y), to_numpyro, from_numpyro)
+
+
+def starting_points(post, n_chains):
+    z = post.unconstrain({k: jnp.asarray(v, dtype=float) for k, v in BULK.items()})
+    return z + 0.05 * jax.random.normal(jax.random.key(6), (n_chains, post.dim))
+
+
+def _time_calls(f, arg, repeats):
+    t0 = time.perf_counter()
+    first = jax.block_until_ready(f(arg))
+    first_s = time.perf_counter() - t0
+    times = []
+    for _ in range(repeats):
+        t0 = time.perf_counter()
+        jax.block_until_ready(f(arg))
+        times.append(time.perf_counter() - t0)
+    steady = float(np.median(times))
+    return first, steady, max(first_s - steady, 0.0)
+
+
+def adjoint_costs(repeats: int) -> dict:
+    out, reference = {}, None
+    for adjoint in ADJOINTS:
+        post, _ = lv_setup(adjoint)
+        z = post.unconstrain({k: jnp.asarray(v, dtype=float) for k, v in BULK.items()})
+        solve = jax.jit(lambda z, post=post: post.predict(z))
+        density = lambda z, post=post: post.log_density(z)  # noqa: E731
+        grad = jax.jit(jax.jacfwd(density) if adjoint == "forward" else jax.grad(density))
+        _, solve_s, solve_compile = _time_calls(solve, z, repeats)
+        g, grad_s, grad_compile = _time_calls(grad, z, repeats)
+        g = np.asarray(g)
+        if reference is None:
+            reference = g
+        rel = float(np.max(np.abs(g - reference) / np.maximum(np.abs(reference), 1e-12)))
+        out[adjoint] = {"solve_s": solve_s, "solve_compile_s": solve_compile, "grad_s": grad_s,
+                        "grad_compile_s": grad_compile, "grad_rel_diff_vs_checkpoint": rel,
+                        "gradient_by": "jax.jacfwd" if adjoint == "forward" else "jax.grad"}
+        print(f"  {adjoint:>10}: solve {1e3 * solve_s:8.3f} ms (compile {solve_compile:5.1f} s)   gradient "
+              f"{1e3 * grad_s:8.3f} ms (compile {grad_compile:5.1f} s)   |g - g_checkpoint|/|g| {rel:.1e}",
+              flush=True)
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    parser.add_argument("--smoke", action="store_true", help="tiny sizes, no JSON (CI)")
+    parser.add_argument("--chains", type=int, default=4)
+    parser.add_argument("--warmup", type=int, default=500)
+    parser.add_argument("--draws", type=int, default=500)
+    parser.add_argument("--repeats", type=int, default=200, help="timed calls per adjoint")
+    parser.add_argument("--parts", nargs="+", default=["nuts", "adjoints"], choices=["nuts", "adjoints"])
+    parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
+    args = parser.parse_args()
+    warnings.simplefilter("ignore", RuntimeWarning)
+    warnings.simplefilter("ignore", FutureWarning)
+    if args.smoke:
+        args.chains, args.warmup, args.draws, args.repeats = 2, 50, 50, 5
+    info = machine_info()
+    print(f"{info['cpu']}, {info['cores']} cores, load {info['load_average'][0]:.1f}; jax {info['jax']} "
+          f"on {info['device']}, {info['precision']}")
+    out = {"machine": info, "date": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+           "smoke": args.smoke, "precision": jaxinv.precision(), "model": "lotka-volterra (posteriordb hudson_lynx_hare), Tsit5 rtol=atol=1e-6",
+           "settings": {"chains": args.chains, "warmup": args.warmup, "draws": args.draws,
+                        "repeats": args.repeats}}
+    if "nuts" in args.parts:
+        post, setup = lv_setup()
+        out["density_check"] = check_same_density(post, setup, jax.random.key(7))
+        print(f"== NUTS, {args.chains} chains x ({args.warmup} + {args.draws}); |jaxinv log density + numpyro "
+              f"potential| at random points: {out['density_check']:.2e}", flush=True)
+        init = starting_points(post, args.chains)
+        _, out["nuts_jaxinv"] = jaxinv_nuts(post, init, args.warmup, args.draws)
+        out["nuts_numpyro"] = numpyro_nuts(post, setup, init, args.warmup, args.draws)
+        for who in ("jaxinv", "numpyro"):
+            r = out[f"nuts_{who}"]
+            print(f"  NUTS {who:>8}: min bulk ESS {r['ess_min']:7.0f} in {r['time_s']:6.2f} s = "
+                  f"{r['ess_per_s']:8.1f} ESS/s (compile {r['compile_s']:.1f} s; {r['divergences']} divergences)",
+                  flush=True)
+        out["nuts_ratio"] = out["nuts_jaxinv"]["ess_per_s"] / out["nuts_numpyro"]["ess_per_s"]
+        print(f"  ratio jaxinv / numpyro ESS/s: {out['nuts_ratio']:.2f}")
+    if "adjoints" in args.parts:
+        print(f"== adjoints (median of {args.repeats} calls)", flush=True)
+        out["adjoints"] = adjoint_costs(args.repeats)
+    if not args.smoke:
+        path = Path(args.out)
+        path.mkdir(parents=True, exist_ok=True)
+        suffix = "" if set(args.parts) == {"nuts", "adjoints"} else "-" + "-".join(args.parts)
+        path = path / f"ode-{info['hostname']}-{datetime.date.today().isoformat()}{suffix}.json"
+        path.write_text(json.dumps(out, indent=1))
+        print(f"written {path}")
+
+
+if __name__ == "__main__":
+    main()
