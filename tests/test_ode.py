@@ -71,6 +71,19 @@ def test_jit_and_vmap_over_parameter_sets():
     np.testing.assert_allclose(out, np.exp(-np.outer(rates, T)), rtol=1e-7, atol=1e-10)
 
 
+def test_derivative_with_respect_to_the_observation_times():
+    """Measurement times as differentiable inputs (experimental design): d y(t_i)/d t_i is the
+    vector field there, -k y(t_i)."""
+
+    def observed(times):
+        return ODE(decay, initial_amount, times, t0=0.0)({"rate": 1.3, "amount": 2.0})
+
+    times = jnp.array([0.5, 1.0, 2.0])
+    jac = jax.jacrev(observed)(times)
+    np.testing.assert_allclose(jnp.diag(jac), -1.3 * 2.0 * np.exp(-1.3 * np.asarray(times)), rtol=1e-6)
+    np.testing.assert_allclose(jac - jnp.diag(jnp.diag(jac)), 0.0, atol=1e-10)
+
+
 def test_pytree_state_and_observation_operator():
     """A two-species chain A -> B -> C, state as a dict, observing only B."""
 

@@ -97,10 +97,16 @@ def _identity(states, params):
     return states
 
 
+def _traced(x) -> bool:
+    return isinstance(x, jax.core.Tracer)
+
+
 def _times(times) -> jax.Array:
     times = jnp.asarray(times, dtype=jnp.result_type(float))
     if times.ndim != 1 or times.size == 0:
         raise ValueError(f"observation times must be a non-empty 1-D array, got shape {times.shape}")
+    if _traced(times):  # times as an input being differentiated (design, sensitivity): no value checks
+        return times
     if not bool(jnp.all(jnp.isfinite(times))):
         raise ValueError("observation times must be finite")
     if times.size > 1 and not bool(jnp.all(jnp.diff(times) >= 0)):
@@ -164,12 +170,12 @@ class ODE(eqx.Module):
         self.times = _times(times)
         self.observe = _identity if observe is None else observe
         t0 = self.times[0] if t0 is None else jnp.asarray(t0, dtype=self.times.dtype)
-        if not bool(t0 <= self.times[0]):
+        if not (_traced(t0) or _traced(self.times)) and not bool(t0 <= self.times[0]):
             raise ValueError(f"t0 = {float(t0)} is after the first observation time {float(self.times[0])}")
         self.t0 = t0
         self.solver = solver_from_name(solver)
         self.adjoint = adjoint_from_name(adjoint)
-        double = self.times.dtype == jnp.float64
+        double = self.times.dtype == jnp.float64  # dtype is static, also for traced times
         if adaptive:
             rtol = (1e-8 if double else 1e-5) if rtol is None else float(rtol)
             atol = (1e-10 if double else 1e-7) if atol is None else float(atol)
