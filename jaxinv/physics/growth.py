@@ -327,12 +327,12 @@ class GrowthZoning(eqx.Module):
     def n_shells(self) -> int:
         return self.growth_segments * self.shells_per_segment
 
-    def step_times(self) -> np.ndarray:
+    def step_times(self) -> jax.Array:
         """Boundaries of the time steps (growth steps first, then diffusion-only steps)."""
-        t = np.asarray(self.times)
-        s = self.shells_per_segment
-        inner = [np.linspace(a, b, s + 1)[:-1] for a, b in zip(t[:-1], t[1:])]
-        return np.concatenate(inner + [t[-1:]])
+        t = self.times
+        frac = jnp.arange(self.shells_per_segment) / self.shells_per_segment
+        inner = t[:-1, None] + (t[1:] - t[:-1])[:, None] * frac
+        return jnp.concatenate([inner.ravel(), t[-1:]])
 
     def _diffusivity(self, p, t, params):
         d = self.diffusivity
@@ -348,7 +348,7 @@ class GrowthZoning(eqx.Module):
         if pressure.shape != self.times.shape or temperature.shape != self.times.shape:
             raise ValueError(f"pressure and temperature need one value per path node {self.times.shape}, "
                              f"got {pressure.shape} and {temperature.shape}")
-        edges = jnp.asarray(self.step_times())
+        edges = self.step_times()
         x, w = np.polynomial.legendre.leggauss(self.quadrature)
         lo, hi = edges[:-1, None], edges[1:, None]
         tq = 0.5 * (hi - lo) * jnp.asarray(x) + 0.5 * (hi + lo)  # (steps, q)
