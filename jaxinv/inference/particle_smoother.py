@@ -235,7 +235,9 @@ def _check_resample(resample: str):
     return resample
 
 
-def _check_threshold(ess_threshold) -> float:
+def _check_threshold(ess_threshold):
+    if isinstance(ess_threshold, jax.core.Tracer):  # traced (e.g. vmapped over): unchecked
+        return ess_threshold
     try:
         value = float(ess_threshold)
     except (TypeError, ValueError):
@@ -358,8 +360,8 @@ def particle_filter(
     ess_threshold = _check_threshold(ess_threshold)
     observations = _check_observations(observations)
     _check_shapes(model, observations, key)
-    # traced, not static: one compiled program serves every threshold
-    return _filter(model, observations, key, n_particles, resample, jnp.asarray(ess_threshold))
+    # an array, not a static float: one compiled program serves every threshold
+    return _filter(model, observations, key, n_particles, resample, jnp.asarray(ess_threshold, dtype=float))
 
 
 # --------------------------------------------------------------------------- smoothers
