@@ -8,7 +8,16 @@ Bayesian free energy for model selection.  See ``docs/`` and DESIGN.md.
 from . import _config  # noqa: F401  (float64 by default; must run before any array is made)
 from . import likelihoods, priors
 from ._config import precision, set_precision
-from .inference import Laplace, free_energy, laplace, map_estimate, sample
+from .inference import (
+    Laplace,
+    StateSpaceModel,
+    free_energy,
+    laplace,
+    map_estimate,
+    particle_filter,
+    particle_smoother,
+    sample,
+)
 from .model import Model, Posterior
 from .problem import Dataset, Problem
 from .results import Result
@@ -26,9 +35,12 @@ __all__ = [
     "Model",
     "Posterior",
     "Result",
+    "StateSpaceModel",
     "laplace",
     "likelihoods",
     "map_estimate",
+    "particle_filter",
+    "particle_smoother",
     "precision",
     "priors",
     "sample",
