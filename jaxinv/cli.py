@@ -71,6 +71,21 @@ def _progress(enabled: bool, message: str) -> None:
         print(message, file=sys.stderr, flush=True)
 
 
+N_CHAINS = 4
+
+
+def _chain_starts(result, key, n_chains: int):
+    """NUTS starting points: draws from the Laplace approximation at the MAP when it is a
+    proper Gaussian (chains start in the posterior bulk), else ``None`` (prior draws)."""
+    laplace = result.laplace
+    if laplace is None or not bool(jax.numpy.isfinite(laplace.log_evidence)):
+        return None
+    try:
+        return laplace.sample_unconstrained(key, (n_chains,))
+    except ValueError:  # Hessian not positive definite at the mode
+        return None
+
+
 def run(args) -> int:
     problem = load_problem(args.problem)
     data = problem.load_data(Path(args.data)) if args.data else problem.default_data()
@@ -87,6 +102,8 @@ def run(args) -> int:
     free_energy_method = "laplace" if args.method in ("laplace", "nuts") else args.method
     if free_energy_method == "laplace":
         engine_options = {"n_starts": args.n_starts}
+        if problem.fit_options is not None:
+            engine_options.update(problem.fit_options(data))
     elif free_energy_method == "smc":  # --draws particles over 4 independent runs
         engine_options = {"progress": show, "n_particles": max(args.draws // 4, 2)}
     else:  # remc: --draws kept sweeps, --tune tuning sweeps
@@ -111,7 +128,9 @@ def run(args) -> int:
             _progress(show, f"  {name}: NUTS ...")
             ckpt = checkpoints / f"{_file_name(name)}.nuts.ckpt" if checkpoints else None
             tune = {} if args.tune is None else {"n_warmup": args.tune}
+            init_key, k = jax.random.split(k)
             draws[name] = sample_hmc(selection.posteriors[name], k, "nuts", n_draws=max(args.draws // 4, 1),
+                                     init=_chain_starts(result, init_key, N_CHAINS), n_chains=N_CHAINS,
                                      checkpoint=ckpt, progress=show, **tune)
         elif result.sample_dims == 2:
             draws[name] = result

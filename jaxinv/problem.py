@@ -117,6 +117,11 @@ class Problem:
         load_data: ``(path) -> Dataset``, a user's file or folder.
         figures: ``(selection, dataset, out_dir) -> list of written paths``.
         n_components: ``(model name) -> K`` for the summary (optional).
+        fit_options: ``(dataset) -> dict`` of options the problem recommends for
+            :func:`~jaxinv.map_estimate` on its models (optional): starting points
+            (``init``) from a conventional estimate where prior draws start badly,
+            ``max_steps``, ...  ``jaxinv run`` passes them for ``--method laplace|nuts``
+            (and starts NUTS chains from the Laplace approximation at that MAP).
     """
 
     name: str
@@ -126,6 +131,7 @@ class Problem:
     load_data: Callable[[Path], Dataset]
     figures: Callable[..., list] | None = None
     n_components: Callable[[str], int | None] | None = None
+    fit_options: Callable[[Dataset], dict] | None = None
 
 
 def _entry_points():

@@ -7,8 +7,8 @@ A state-space model with hidden states ``x_0, ..., x_{K-1}`` and observations
 
 is given as a :class:`StateSpaceModel` of per-particle callables.  The time index
 ``k = 0, ..., K-1`` is passed to every callable, so the model may be
-time-inhomogeneous (e.g. one growth step of a zoned crystal per ``k``, Kuwatani,
-Nagao, Yoshida & Ueda 2018, Phys. Rev. E 98, 043311).
+time-inhomogeneous (e.g. one growth step of a zoned crystal per ``k``, Kuwatani
+et al. 2018, Phys. Rev. E 98, 043311).
 
 **Filter** (:func:`particle_filter`).  The bootstrap filter (Gordon, Salmond &
 Smith 1993; Doucet & Johansen 2009, "A tutorial on particle filtering and

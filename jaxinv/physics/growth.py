@@ -90,6 +90,7 @@ __all__ = [
     "SECONDS_PER_MYR",
     "ConstantGrowth",
     "ArrheniusGrowth",
+    "ArrheniusDiffusivity",
     "GarnetEquilibrium",
     "LinearisedEquilibrium",
     "GrowthZoning",
@@ -222,19 +223,30 @@ CHAKRABORTY_GANGULY_1992 = {
 }
 
 
-def garnet_diffusivity(species: str = "Fe", length_unit: float = 1e-6):
+class ArrheniusDiffusivity(eqx.Module):
+    """``D(P kbar, T °C, params) = D0 exp(-(Ea + P Va)/(R T))`` in the unit of ``D0``.
+
+    A module, not a closure, so that two models built alike compare equal and share one
+    compiled program (a new closure per model would force a recompile)."""
+
+    pre_exponential: Any  # D0, length²/Myr
+    activation_energy: Any  # J/mol
+    activation_volume: Any = 0.0  # m³/mol
+
+    def __call__(self, pressure, temperature, params=None):
+        params = {} if params is None else params
+        return arrhenius(_value(self.pre_exponential, params), _value(self.activation_energy, params),
+                         temperature + KELVIN, pressure * PA_PER_KBAR, _value(self.activation_volume, params))
+
+
+def garnet_diffusivity(species: str = "Fe", length_unit: float = 1e-6) -> ArrheniusDiffusivity:
     """``D(P kbar, T °C, params)`` in ``length_unit``²/Myr (default µm²/Myr) from the
     Chakraborty & Ganguly (1992) tracer coefficients of ``species`` ("Mg", "Fe" or "Mn"):
     ``D = D0 exp(-(Ea + P Va)/(R T))``."""
     if species not in CHAKRABORTY_GANGULY_1992:
         raise ValueError(f"unknown species {species!r}; expected one of {sorted(CHAKRABORTY_GANGULY_1992)}")
     d0, ea, va = CHAKRABORTY_GANGULY_1992[species]
-    scale = SECONDS_PER_MYR / length_unit**2
-
-    def diffusivity(pressure, temperature, params=None):
-        return scale * arrhenius(d0, ea, temperature + KELVIN, pressure * PA_PER_KBAR, va)
-
-    return diffusivity
+    return ArrheniusDiffusivity(d0 * SECONDS_PER_MYR / length_unit**2, ea, va)
 
 
 # -- the recorder ---------------------------------------------------------------------------
