@@ -299,19 +299,18 @@ def coverage(band: dict, truth: dict) -> float:
 VELOCITY_SD = {"P": 1.0, "T": 30.0}
 
 
-def _shell_record(data: Dataset, fit) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    """Step times, shell centres and the *diffusion-corrected* measured record of each
-    growth shell at the MAP ``fit``: the measured profile interpolated at the shell centre
-    plus the MAP's own diffusion shift there (recorded minus diffused), i.e. diffusion
-    linearised about the MAP."""
-    params = {k: jnp.asarray(v) for k, v in fit.params.items()}
-    zoning = zoning_model()
-    z = zoning(params["P"], params["T"], params)
+def _shell_record(data: Dataset, params: dict) -> tuple[np.ndarray, np.ndarray]:
+    """Step times and the *diffusion-corrected* measured record of each growth shell for a
+    path and growth rate ``params``: the measured profile interpolated at the shell centre
+    plus that history's own diffusion shift there (recorded minus diffused), i.e.
+    diffusion linearised about ``params``."""
+    params = {k: jnp.asarray(v) for k, v in params.items()}
+    z = zoning_model()(params["P"], params["T"], params)
     centres = np.asarray(z.centres)
     measured = np.asarray(data.y[:-1]).reshape(-1, len(COMPONENTS))
     at_centres = np.stack([np.interp(centres, data.x["radius"], measured[:, i]) for i in range(len(COMPONENTS))], 1)
     shift = np.asarray(z.recorded) - np.asarray(z.profile(jnp.asarray(centres)))
-    return np.asarray(z.times), centres, at_centres + shift
+    return np.asarray(z.times), at_centres + shift
 
 
 def growth_state_space(step_times, smoothness: float, noise_sd: float = NOISE_SD,
@@ -363,24 +362,37 @@ def growth_state_space(step_times, smoothness: float, noise_sd: float = NOISE_SD
     )
 
 
-def particle_smoother_path(data: Dataset, key, smoothness: float, fit=None, n_particles: int = 4000,
-                           n_paths: int = 400, level: float = 0.9) -> dict:
+def particle_smoother_path(data: Dataset, key, smoothness: float, fit=None, n_particles: int = 2000,
+                           n_paths: int = 400, n_conditioning: int = 16, level: float = 0.9) -> dict:
     """Inversion (c): the P–T path over the growth steps by forward-filtering
-    backward-simulation (:func:`jaxinv.particle_smoother`) on :func:`growth_state_space`,
-    conditional on the MAP ``fit`` at this ``smoothness`` (growth rate, shell radii and
-    the diffusion correction of :func:`_shell_record`; computed when not given).
+    backward-simulation (:func:`jaxinv.particle_smoother`) on :func:`growth_state_space`.
+
+    The state-space view needs the shell radii (which shell grew in which step) and the
+    diffusion correction, both functions of the growth rate and the whole path; they are
+    taken from ``n_conditioning`` draws of the Laplace approximation at the MAP ``fit``
+    (computed at this ``smoothness`` when not given), one smoother run per draw, and the
+    smoothed paths pooled -- so their uncertainty is carried into the band rather than
+    fixed at the MAP.
 
     Returns a band like :func:`path_band` at the growth-step times, plus ``"paths"``
-    ``(K, n_paths, 4)`` and the filter's ``"log_evidence"``."""
+    ``(K, n_paths, 4)`` and ``"log_evidence"`` (the filters' mean log evidence)."""
     if fit is None:
         post = make_model(data, smoothness).condition(data.y)
         fit = ji.map_estimate(post, key, **fit_options(data))
-    times, _, record = _shell_record(data, fit)
-    model = growth_state_space(times, smoothness)
-    smoothed = ji.particle_smoother(model, jnp.asarray(record), key, n_particles, n_paths)
-    paths = np.asarray(smoothed.paths)
+    key_draws, key_smooth = jax.random.split(key)
+    draws = fit.laplace.sample(key_draws, n_draws=n_conditioning).params
+    per_run = max(n_paths // n_conditioning, 1)
+    model = None
+    paths, log_evidence = [], []
+    for i, k in enumerate(jax.random.split(key_smooth, n_conditioning)):
+        times, record = _shell_record(data, {name: v[0, i] for name, v in draws.items()})
+        model = growth_state_space(times, smoothness) if model is None else model  # one compiled program
+        smoothed = ji.particle_smoother(model, jnp.asarray(record), k, n_particles, per_run)
+        paths.append(np.asarray(smoothed.paths))
+        log_evidence.append(float(smoothed.filter.log_evidence))
+    paths = np.concatenate(paths, axis=1)
     q = [50 * (1 - level), 50, 50 * (1 + level)]
-    out = {"t": times, "paths": paths, "log_evidence": float(smoothed.filter.log_evidence)}
+    out = {"t": times, "paths": paths, "log_evidence": float(np.mean(log_evidence))}
     for i, f in enumerate(("P", "T")):
         lo, mid, hi = np.percentile(paths[:, :, i], q, axis=1)
         out.update({f"{f}_lo": lo, f"{f}_mid": mid, f"{f}_hi": hi})
