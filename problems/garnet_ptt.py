@@ -345,7 +345,7 @@ def growth_state_space(step_times, smoothness: float, noise_sd: float = NOISE_SD
 
     def transition_log_prob(x_new, x, k):
         mean, low = move(x, k)
-        r = (x_new - mean).reshape(2, 2).T / jnp.sqrt(intensity)[None, :]  # (pos/vel, field)
+        r = (x_new - mean).reshape(2, 2) / jnp.sqrt(intensity)[None, :]  # rows (pos, vel), columns (P, T)
         w = jax.scipy.linalg.solve_triangular(low, r, lower=True)
         return (-0.5 * jnp.sum(w**2) - 2 * jnp.sum(jnp.log(jnp.diag(low)))
                 - jnp.sum(jnp.log(intensity)) - 2 * jnp.log(2 * jnp.pi))
@@ -402,9 +402,28 @@ def particle_smoother_path(data: Dataset, key, smoothness: float, fit=None, n_pa
 # -- figures ----------------------------------------------------------------------------
 
 
+def write_band(band: dict, path) -> Path:
+    """A band (:func:`path_band`, :func:`particle_smoother_path`) as CSV:
+    ``t_Myr, P_lo, P_mid, P_hi, T_lo, T_mid, T_hi`` (kbar, °C)."""
+    columns = ("t", "P_lo", "P_mid", "P_hi", "T_lo", "T_mid", "T_hi")
+    table = np.column_stack([np.asarray(band[c], float) for c in columns])
+    path = Path(path)
+    np.savetxt(path, table, delimiter=",", fmt="%.6g", header="t_Myr," + ",".join(columns[1:]), comments="")
+    return path
+
+
+def read_band(path) -> dict:
+    """The inverse of :func:`write_band`."""
+    table = np.loadtxt(path, delimiter=",", skiprows=1, ndmin=2)
+    return dict(zip(("t", "P_lo", "P_mid", "P_hi", "T_lo", "T_mid", "T_hi"), table.T))
+
+
+
 def figures(selection, data: Dataset, out_dir) -> list[Path]:
-    """P–T path and P(t), T(t) with the 90 % band over the truth (when known); observed vs
-    fitted zoning profiles; free energy against lambda."""
+    """P–T path and P(t), T(t) with the 90 % band over the truth (when known), with the
+    particle smoother's band over the growth steps; observed vs fitted zoning profiles;
+    free energy against lambda.  The bands also go to ``pt_path.csv`` and
+    ``pt_path_smoother.csv`` (:func:`write_band`)."""
     import matplotlib
 
     matplotlib.use("Agg")
@@ -418,7 +437,12 @@ def figures(selection, data: Dataset, out_dir) -> list[Path]:
     result = selection.results[best]
     band = path_band(result)
     truth = data.meta.get("truth")
-    paths = []
+    paths = [write_band(band, out_dir / "pt_path.csv")]
+    smoother = None
+    if result.sample_dims == 0 and result.laplace is not None and np.isfinite(float(result.laplace.log_evidence)):
+        smoothness = float(best.split("=")[1]) if best.startswith("lambda=") else SMOOTHNESS_GRID[0]
+        smoother = particle_smoother_path(data, jax.random.key(0), smoothness, fit=result)
+        paths.append(write_band(smoother, out_dir / "pt_path_smoother.csv"))
 
     fig, axes = plt.subplots(1, 3, figsize=(13, 4))
     ax = axes[0]
@@ -434,6 +458,9 @@ def figures(selection, data: Dataset, out_dir) -> list[Path]:
     for ax, f, unit in ((axes[1], "P", "kbar"), (axes[2], "T", "°C")):
         ax.fill_between(band["t"], band[f"{f}_lo"], band[f"{f}_hi"], color="b", alpha=0.2, label="90 % band")
         ax.plot(band["t"], band[f"{f}_mid"], "b-", label="median")
+        if smoother is not None:
+            ax.fill_between(smoother["t"], smoother[f"{f}_lo"], smoother[f"{f}_hi"], color="orange", alpha=0.3,
+                            label="90 % band, particle smoother")
         if truth is not None:
             ax.plot(band["t"], truth[f], "k--", label="truth")
         ax.axvline(node_times()[GROWTH_SEGMENTS], color="grey", lw=0.8, ls=":")
