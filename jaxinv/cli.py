@@ -18,11 +18,13 @@ stderr with exit status 2.
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import inspect
 import sys
 import warnings
 from pathlib import Path
 
+import equinox as eqx
 import jax
 
 from .problem import available_problems, load_problem
@@ -88,6 +90,8 @@ def _chain_starts(result, key, n_chains: int):
 
 def run(args) -> int:
     problem = load_problem(args.problem)
+    if args.method is None:
+        args.method = problem.default_method
     data = problem.load_data(Path(args.data)) if args.data else problem.default_data()
     options = _parse_options(args.option)
     components = _parse_select(args.select)
@@ -143,7 +147,13 @@ def run(args) -> int:
     write_summary(out / "summary.json", summary)
     chosen = selection.selected
     (draws.get(chosen) or selection.results[chosen]).save(out / "posterior.nc")
-    written = problem.figures(selection, data, out) if problem.figures else []
+    shown = selection
+    if args.method == "nuts":  # figures from the NUTS draws, ranked by the Laplace free energy
+        shown = dataclasses.replace(selection, results={
+            name: eqx.tree_at(lambda r: (r.log_evidence, r.log_evidence_se), draws[name],
+                              (result.log_evidence, result.log_evidence_se))
+            for name, result in selection.results.items()})
+    written = problem.figures(shown, data, out) if problem.figures else []
     print(f"{problem.name}: {data.meta.get('source', 'data')}  (n = {data.y.size})")
     print(format_table(selection))
     print(f"wrote {out / 'summary.json'}, {out / 'posterior.nc'}" + "".join(f", {p}" for p in written))
@@ -163,7 +173,8 @@ def build_parser() -> argparse.ArgumentParser:
     r = sub.add_parser("run", help="fit a problem's models and select by free energy")
     r.add_argument("problem")
     r.add_argument("--data", help="the problem's data file or folder (default: embedded data)")
-    r.add_argument("--method", default="laplace", choices=METHODS, help="inference method")
+    r.add_argument("--method", default=None, choices=METHODS,
+                   help="inference method (default: the problem's, laplace for most)")
     r.add_argument("--select", help="component counts to compare, e.g. 1..3")
     r.add_argument("--option", action="append", metavar="KEY=VALUE",
                    help="problem option passed to its models(), e.g. noise=spectral (repeatable)")

@@ -122,6 +122,8 @@ class Problem:
             (``init``) from a conventional estimate where prior draws start badly,
             ``max_steps``, ...  ``jaxinv run`` passes them for ``--method laplace|nuts``
             (and starts NUTS chains from the Laplace approximation at that MAP).
+        default_method: the ``jaxinv run`` method when ``--method`` is not given
+            (``"laplace"``; ``"nuts"`` where the Laplace approximation does not hold).
     """
 
     name: str
@@ -132,6 +134,7 @@ class Problem:
     figures: Callable[..., list] | None = None
     n_components: Callable[[str], int | None] | None = None
     fit_options: Callable[[Dataset], dict] | None = None
+    default_method: str = "laplace"
 
 
 def _entry_points():

@@ -52,8 +52,11 @@ class Selection:
 
     @property
     def selected(self) -> str:
-        """Name of the model with the lowest free energy."""
+        """Name of the model with the lowest free energy (a single model is selected
+        whatever its free energy, e.g. a NaN Laplace evidence before NUTS)."""
         f = self.free_energies
+        if len(f) == 1:
+            return next(iter(f))
         finite = {k: v for k, v in f.items() if np.isfinite(v)}
         if not finite:
             raise ValueError("no model has a finite free energy (improper priors?)")
