@@ -1,4 +1,5 @@
-"""ODE posteriors: jaxinv NUTS against NumPyro NUTS on Lotka-Volterra, and the cost of each adjoint.
+"""ODE posteriors: jaxinv NUTS against NumPyro NUTS on Lotka-Volterra, the cost of each adjoint
+(Lotka-Volterra, reaction-diffusion), and the garnet growth model's derivatives.
 
     python benchmarks/ode.py            # 4 chains x (500 warmup + 500 draws), writes JSON
     python benchmarks/ode.py --smoke    # tiny sizes (< 60 s on an idle 2-core CPU), no JSON
@@ -25,7 +26,11 @@ What is measured, in one run:
    jitted forward solve (prediction at the 21 times) and of one jitted gradient of the log
    posterior (8 parameters), median over ``--repeats`` calls after a first (compiling) call,
    whose excess is the compile time; and the gradient's largest relative difference from the
-   checkpoint adjoint's.
+   checkpoint adjoint's.  The same for the reaction-diffusion problem (first-order model,
+   40 finite volumes, at the true D and k) with ``--parts reaction-diffusion``.
+3. **Garnet** (``--parts garnet``): the growth-zoning model of ``problems/garnet_ptt.py``
+   has no Diffrax solve (diffusion is exact per growth step, through ``eigh``): forward,
+   gradient, Hessian and an 8-way vmapped gradient.
 
 Results go to ``benchmarks/results/ode-<hostname>-<date>.json`` with machine information.
 """
@@ -55,6 +60,7 @@ from evidence import check_same_density, jaxinv_nuts, machine_info, numpyro_nuts
 from problems import lotka_volterra as lv  # noqa: E402
 
 ADJOINTS = ("checkpoint", "backsolve", "forward", "direct")
+PARTS = ("nuts", "adjoints", "reaction-diffusion", "garnet")
 BULK = {"alpha": 0.55, "beta": 0.028, "gamma": 0.80, "delta": 0.024, "z_init": [33.0, 6.0], "sigma": [0.25, 0.25]}
 
 
@@ -119,13 +125,23 @@ def _time_calls(f, arg, repeats):
     return first, steady, max(first_s - steady, 0.0)
 
 
-def adjoint_costs(repeats: int) -> dict:
+def _adjoint_posterior(post, adjoint: str):
+    """``post`` with its ODE's adjoint replaced (the forward model's ``ode`` field)."""
+    import equinox as eqx
+
+    from jaxinv.physics.ode import adjoint_from_name
+
+    return eqx.tree_at(lambda p: p.model.forward.ode.adjoint, post, adjoint_from_name(adjoint))
+
+
+def adjoint_costs(post, point: dict, repeats: int, label: str) -> dict:
+    """Forward solve and log-posterior gradient per adjoint, at ``point`` (constrained)."""
     out, reference = {}, None
     for adjoint in ADJOINTS:
-        post, _ = lv_setup(adjoint)
-        z = post.unconstrain({k: jnp.asarray(v, dtype=float) for k, v in BULK.items()})
-        solve = jax.jit(lambda z, post=post: post.predict(z))
-        density = lambda z, post=post: post.log_density(z)  # noqa: E731
+        p = _adjoint_posterior(post, adjoint)
+        z = p.unconstrain({k: jnp.asarray(v, dtype=float) for k, v in point.items()})
+        solve = jax.jit(lambda z, p=p: p.predict(z))
+        density = lambda z, p=p: p.log_density(z)  # noqa: E731
         grad = jax.jit(jax.jacfwd(density) if adjoint == "forward" else jax.grad(density))
         _, solve_s, solve_compile = _time_calls(solve, z, repeats)
         g, grad_s, grad_compile = _time_calls(grad, z, repeats)
@@ -136,9 +152,49 @@ def adjoint_costs(repeats: int) -> dict:
         out[adjoint] = {"solve_s": solve_s, "solve_compile_s": solve_compile, "grad_s": grad_s,
                         "grad_compile_s": grad_compile, "grad_rel_diff_vs_checkpoint": rel,
                         "gradient_by": "jax.jacfwd" if adjoint == "forward" else "jax.grad"}
-        print(f"  {adjoint:>10}: solve {1e3 * solve_s:8.3f} ms (compile {solve_compile:5.1f} s)   gradient "
-              f"{1e3 * grad_s:8.3f} ms (compile {grad_compile:5.1f} s)   |g - g_checkpoint|/|g| {rel:.1e}",
+        print(f"  {label} {adjoint:>10}: solve {1e3 * solve_s:8.3f} ms (compile {solve_compile:5.1f} s)   "
+              f"gradient {1e3 * grad_s:8.3f} ms (compile {grad_compile:5.1f} s)   |g - g_checkpoint|/|g| {rel:.1e}",
               flush=True)
+    return out
+
+
+def lv_adjoints(repeats: int) -> dict:
+    post, _ = lv_setup()
+    return adjoint_costs(post, BULK, repeats, "lotka-volterra")
+
+
+def reaction_diffusion_adjoints(repeats: int) -> dict:
+    """The reaction-diffusion problem's first-order model (40 finite volumes, Tsit5, 3
+    snapshots) at the true (D, k)."""
+    from problems import reaction_diffusion as rd
+
+    data = rd.default_data()
+    post = rd.models(data, reactions=("first-order",))["first-order"].condition(data.y)
+    return adjoint_costs(post, data.meta["truth"], repeats, "reaction-diffusion")
+
+
+def garnet_costs(repeats: int) -> dict:
+    """The garnet growth-zoning forward model of ``problems/garnet_ptt.py`` (30 shells, 36
+    steps, exact diffusion by ``eigh`` per step: no Diffrax, so no adjoint to choose): one
+    forward solve, the gradient and the Hessian of the log posterior (27 parameters) at the
+    true path, and the gradient vmapped over 8 paths."""
+    from problems import garnet_ptt as g
+
+    data = g.default_data()
+    post = g.make_model(data, 10.0).condition(data.y)
+    z = post.unconstrain({**{k: jnp.asarray(v) for k, v in g.true_path().items()},
+                          "growth_rate": jnp.asarray(g.TRUE_GROWTH_RATE)})
+    batch = z + 0.01 * jax.random.normal(jax.random.key(0), (8, z.size))
+    density = lambda z: post.log_density(z)  # noqa: E731
+    calls = {"solve": (jax.jit(lambda z: post.predict(z)), z),
+             "grad": (jax.jit(jax.grad(density)), z),
+             "hessian": (jax.jit(jax.hessian(density)), z),
+             "grad_vmap8": (jax.jit(jax.vmap(jax.grad(density))), batch)}
+    out = {}
+    for name, (f, arg) in calls.items():
+        _, steady, compile_s = _time_calls(f, arg, repeats)
+        out[name] = {"time_s": steady, "compile_s": compile_s}
+        print(f"  garnet {name:>10}: {1e3 * steady:8.3f} ms (compile {compile_s:5.1f} s)", flush=True)
     return out
 
 
@@ -149,7 +205,7 @@ def main() -> None:
     parser.add_argument("--warmup", type=int, default=500)
     parser.add_argument("--draws", type=int, default=500)
     parser.add_argument("--repeats", type=int, default=200, help="timed calls per adjoint")
-    parser.add_argument("--parts", nargs="+", default=["nuts", "adjoints"], choices=["nuts", "adjoints"])
+    parser.add_argument("--parts", nargs="+", default=list(PARTS), choices=PARTS)
     parser.add_argument("--out", default=str(ROOT / "benchmarks" / "results"))
     args = parser.parse_args()
     warnings.simplefilter("ignore", RuntimeWarning)
@@ -179,12 +235,18 @@ def main() -> None:
         out["nuts_ratio"] = out["nuts_jaxinv"]["ess_per_s"] / out["nuts_numpyro"]["ess_per_s"]
         print(f"  ratio jaxinv / numpyro ESS/s: {out['nuts_ratio']:.2f}")
     if "adjoints" in args.parts:
-        print(f"== adjoints (median of {args.repeats} calls)", flush=True)
-        out["adjoints"] = adjoint_costs(args.repeats)
+        print(f"== adjoints, Lotka-Volterra (median of {args.repeats} calls)", flush=True)
+        out["adjoints"] = lv_adjoints(args.repeats)
+    if "reaction-diffusion" in args.parts:
+        print(f"== adjoints, reaction-diffusion (median of {args.repeats} calls)", flush=True)
+        out["reaction_diffusion_adjoints"] = reaction_diffusion_adjoints(args.repeats)
+    if "garnet" in args.parts:
+        print(f"== garnet growth-zoning model (median of {args.repeats} calls)", flush=True)
+        out["garnet"] = garnet_costs(args.repeats)
     if not args.smoke:
         path = Path(args.out)
         path.mkdir(parents=True, exist_ok=True)
-        suffix = "" if set(args.parts) == {"nuts", "adjoints"} else "-" + "-".join(args.parts)
+        suffix = "" if set(args.parts) == set(PARTS) else "-" + "-".join(args.parts)
         path = path / f"ode-{info['hostname']}-{datetime.date.today().isoformat()}{suffix}.json"
         path.write_text(json.dumps(out, indent=1))
         print(f"written {path}")

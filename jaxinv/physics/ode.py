@@ -27,7 +27,9 @@ Choices (all selectable, defaults in brackets):
   (``RecursiveCheckpointAdjoint``: reverse mode through the solver, exact gradient of
   the discretised solution, memory O(log steps)), ``"backsolve"``
   (``BacksolveAdjoint``: continuous adjoint ODE solved backwards, memory O(1), gradient
-  accurate to the tolerances only), ``"forward"`` (``ForwardMode``: forward-mode
+  accurate to the tolerances only -- and *wrong* for dissipative systems such as diffusion,
+  whose state cannot be re-integrated backwards in time: on the reaction–diffusion problem
+  it is off by 95 % and 30x slower, ``benchmarks/ode.py``), ``"forward"`` (``ForwardMode``: forward-mode
   sensitivities; cheapest when parameters are few and outputs many, and required for
   ``jax.jacfwd``), ``"direct"`` (``DirectAdjoint``).  Or any Diffrax adjoint object.
 
