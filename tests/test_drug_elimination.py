@@ -168,13 +168,16 @@ def test_problem_object_and_figures(post, nuts, data, tmp_path):
 
 @pytest.mark.slow
 def test_cli(monkeypatch, tmp_path):
-    """``jaxinv run drug-elimination`` (Laplace; the multi-start MAP's compile is slow here)."""
+    """``jaxinv run drug-elimination``: NUTS by default (the problem's ``default_method``: the
+    Laplace Hessian is not positive definite at this MAP); the MAP's compile is slow here."""
     from jaxinv import cli
 
     monkeypatch.setattr(cli, "load_problem", lambda name: de.problem)
     out = tmp_path / "run"
-    assert cli.main(["run", "drug-elimination", "--out", str(out), "--n-starts", "8", "--quiet"]) == 0
+    assert cli.main(["run", "drug-elimination", "--out", str(out), "--n-starts", "8", "--draws", "2000",
+                     "--tune", "500", "--quiet"]) == 0
     summary = json.loads((out / "summary.json").read_text())
+    assert summary["method"] == "nuts"
     k_a = summary["models"][0]["posterior"]["k_a"]["mean"]
     assert abs(k_a - REFERENCE["k_a"]["mean"]) < 2 * REFERENCE["k_a"]["sd"]
     assert (out / "predictive.png").is_file() and (out / "km_vm.png").is_file()

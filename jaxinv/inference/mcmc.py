@@ -46,6 +46,7 @@ class _Config(NamedTuple):
     num_integration_steps: int
     target_acceptance: float
     beta: float
+    dense_mass: bool = False
 
 
 class _Chain(NamedTuple):
@@ -71,14 +72,17 @@ def _logdensity(post: Posterior, beta):
 
 
 @eqx.filter_jit
-def _warmup(post: Posterior, config: _Config, keys, z0):
+def _warmup(post: Posterior, config: _Config, keys, z0, inverse_mass_matrix=None):
     """Window adaptation of every chain (vmapped); returns the chains ready to draw."""
     algorithm, extra = _algorithm(config.method, config.num_integration_steps)
     logdensity = _logdensity(post, config.beta)
+    if inverse_mass_matrix is not None:
+        extra = {**extra, "initial_inverse_mass_matrix": inverse_mass_matrix}
 
     def one_chain(key, z):
         warmup = blackjax.window_adaptation(
-            algorithm, logdensity, target_acceptance_rate=config.target_acceptance, **extra
+            algorithm, logdensity, is_mass_matrix_diagonal=not config.dense_mass,
+            target_acceptance_rate=config.target_acceptance, **extra
         )
         # the tuned parameters include the fixed ones (num_integration_steps for HMC)
         (state, parameters), _ = warmup.run(key, z, num_steps=config.n_warmup)
@@ -145,6 +149,8 @@ def sample_hmc(
     num_integration_steps: int = 16,
     target_acceptance: float = 0.8,
     beta: float = 1.0,
+    dense_mass: bool = False,
+    inverse_mass_matrix=None,
     checkpoint=None,
     checkpoint_every: int = 200,
     progress=None,
@@ -161,6 +167,12 @@ def sample_hmc(
         init: unconstrained starting points ``(n_chains, dim)``; default: prior draws.
         num_integration_steps: leapfrog steps per HMC proposal (``"hmc"`` only).
         target_acceptance: dual-averaging target acceptance rate.
+        dense_mass: adapt a dense inverse mass matrix (the posterior covariance) instead
+            of a diagonal one: for strongly correlated posteriors (smoothness priors,
+            e.g. a GMRF path), where a diagonal metric forces deep trees.
+        inverse_mass_matrix: the adaptation's starting inverse mass matrix, ``(dim,)``
+            (diagonal) or ``(dim, dim)`` (with ``dense_mass``), e.g. the Laplace
+            covariance at the MAP; default the identity.
         beta: inverse temperature: draws from the power posterior
             ``p(y | theta)^beta p(theta)`` (1: the posterior; WBIC uses ``1/log n``).
         checkpoint: checkpoint file: written atomically after warmup and every
@@ -191,16 +203,26 @@ def sample_hmc(
     if z0.shape != (n_chains, post.dim):
         raise ValueError(f"init must have shape ({n_chains}, {post.dim}), got {z0.shape}")
     config = _Config(method, int(n_warmup), int(n_draws), int(num_integration_steps), float(target_acceptance),
-                     float(beta))
+                     float(beta), bool(dense_mass))
+    if inverse_mass_matrix is not None:
+        inverse_mass_matrix = jnp.asarray(inverse_mass_matrix, dtype=z0.dtype)
+        expected = (post.dim, post.dim) if dense_mass else (post.dim,)
+        if inverse_mass_matrix.shape != expected:
+            raise ValueError(f"inverse_mass_matrix must have shape {expected} "
+                             f"({'dense' if dense_mass else 'diagonal'} mass), got {inverse_mass_matrix.shape}")
+        if not bool(jnp.all(jnp.isfinite(inverse_mass_matrix))):
+            raise ValueError("inverse_mass_matrix has non-finite entries")
     warm_key, draw_key = jax.random.split(run_key)
     fp = None
     chains = None
     if checkpoint is not None:
-        fp = _checkpoint.fingerprint("hmc", post, key, config, n_chains, np.asarray(z0).tobytes())
-        template = jax.eval_shape(lambda: _warmup(post, config, jax.random.split(warm_key, n_chains), z0))
+        imm_bytes = b"" if inverse_mass_matrix is None else np.asarray(inverse_mass_matrix).tobytes()
+        fp = _checkpoint.fingerprint("hmc", post, key, config, n_chains, np.asarray(z0).tobytes() + imm_bytes)
+        template = jax.eval_shape(lambda: _warmup(post, config, jax.random.split(warm_key, n_chains), z0,
+                                                  inverse_mass_matrix))
         chains = _checkpoint.restore(checkpoint, fp, template)
     if chains is None:
-        chains = _warmup(post, config, jax.random.split(warm_key, n_chains), z0)
+        chains = _warmup(post, config, jax.random.split(warm_key, n_chains), z0, inverse_mass_matrix)
         if checkpoint is not None:
             _checkpoint.save(checkpoint, fp, chains)
     every = checkpoint_every if checkpoint is not None else (max(n_draws // 20, 1) if progress else n_draws)
