@@ -6,7 +6,7 @@ Bayesian free energy for model selection.  See ``docs/`` and DESIGN.md.
 """
 
 from . import _config  # noqa: F401  (float64 by default; must run before any array is made)
-from . import likelihoods, priors
+from . import clustering, likelihoods, priors
 from ._config import precision, set_precision
 from .inference import (
     Laplace,
@@ -26,6 +26,7 @@ from .selection import Selection, select
 __version__ = "0.1.0"
 
 __all__ = [
+    "clustering",
     "Dataset",
     "free_energy",
     "Laplace",

@@ -26,3 +26,16 @@ __all__ = [
 ]
 from .kinetics import MineralReaction  # noqa: E402
 __all__ += ["MineralReaction"]
+from .xray import (  # noqa: E402
+    XrayMap,
+    beam_drift,
+    correct_counts,
+    dead_time_correction,
+    dead_time_loss,
+    expected_counts,
+    mixed_intensity,
+    pixel_times,
+    poisson_log_prob,
+)
+__all__ += ["XrayMap", "beam_drift", "correct_counts", "dead_time_correction", "dead_time_loss",
+            "expected_counts", "mixed_intensity", "pixel_times", "poisson_log_prob"]
