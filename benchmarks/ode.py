@@ -173,7 +173,7 @@ def reaction_diffusion_adjoints(repeats: int) -> dict:
     return adjoint_costs(post, data.meta["truth"], repeats, "reaction-diffusion")
 
 
-def garnet_costs(repeats: int) -> dict:
+def garnet_costs(repeats: int, full: bool = True) -> dict:
     """The garnet growth-zoning forward model of ``problems/garnet_ptt.py`` (30 shells, 36
     steps, exact diffusion by ``eigh`` per step: no Diffrax, so no adjoint to choose): one
     forward solve, the gradient and the Hessian of the log posterior (27 parameters) at the
@@ -190,6 +190,8 @@ def garnet_costs(repeats: int) -> dict:
              "grad": (jax.jit(jax.grad(density)), z),
              "hessian": (jax.jit(jax.hessian(density)), z),
              "grad_vmap8": (jax.jit(jax.vmap(jax.grad(density))), batch)}
+    if not full:  # smoke: the code path, without the costly compiles
+        calls = {k: calls[k] for k in ("solve", "grad")}
     out = {}
     for name, (f, arg) in calls.items():
         _, steady, compile_s = _time_calls(f, arg, repeats)
@@ -212,6 +214,8 @@ def main() -> None:
     warnings.simplefilter("ignore", FutureWarning)
     if args.smoke:
         args.chains, args.warmup, args.draws, args.repeats = 2, 50, 50, 5
+        global ADJOINTS
+        ADJOINTS = ("checkpoint", "forward")  # the code path of every part, at a fraction of the compile
     info = machine_info()
     print(f"{info['cpu']}, {info['cores']} cores, load {info['load_average'][0]:.1f}; jax {info['jax']} "
           f"on {info['device']}, {info['precision']}")
@@ -242,7 +246,7 @@ def main() -> None:
         out["reaction_diffusion_adjoints"] = reaction_diffusion_adjoints(args.repeats)
     if "garnet" in args.parts:
         print(f"== garnet growth-zoning model (median of {args.repeats} calls)", flush=True)
-        out["garnet"] = garnet_costs(args.repeats)
+        out["garnet"] = garnet_costs(args.repeats, full=not args.smoke)
     if not args.smoke:
         path = Path(args.out)
         path.mkdir(parents=True, exist_ok=True)

@@ -367,9 +367,10 @@ def gaussian_mixture(X, n_components: int | None = None, *, means_init=None, wei
             ``key``) gives them, and the initial weights and covariances come from its hard
             assignment (scikit-learn's ``init_params="kmeans"``).
         weights_init: ``(K,)``; default: fractions of samples nearest to each initial mean.
-        precisions_init / covariances_init: inverse covariances or covariances, ``(K, d, d)``
-            (``"full"``) or ``(K, d)`` (``"diag"``); default: the covariance of the samples
-            nearest to each initial mean (plus ``reg_covar``).  Give at most one.
+        precisions_init: initial inverse covariances, ``(K, d, d)`` (``"full"``) or
+            ``(K, d)`` (``"diag"``); default: from the covariance of the samples nearest to
+            each initial mean (plus ``reg_covar``).  Give at most one of the two.
+        covariances_init: initial covariances, same shapes, instead of ``precisions_init``.
         covariance_type: ``"full"`` or ``"diag"`` (static).
         reg_covar: added to the diagonal of every covariance in the M-step (>= 0).
         tol: stop when the mean log-likelihood per sample changes by less than ``tol``.

@@ -20,7 +20,7 @@ import problems.garnet_ptt as g
 @pytest.fixture(scope="module")
 def cli_run(tmp_path_factory):
     out = tmp_path_factory.mktemp("garnet")
-    assert jaxinv.cli.main(["run", "garnet-ptt", "--out", str(out), "--quiet"]) == 0
+    assert jaxinv.cli.main(["run", "garnet-ptt", "--out", str(out), "--draws", "500", "--quiet"]) == 0
     return out
 
 

@@ -349,14 +349,16 @@ class XrayMap(eqx.Module):
 
     Args:
         dwell_time: [s], > 0; scalar or one per pixel ``(...)``.
-        n_phases, n_elements: P and E (shapes are checked against them).
+        n_phases: P (shapes are checked against it).
+        n_elements: E (shapes are checked against it).
         dead_time: [s], >= 0; scalar or ``(E,)``.
         probe_current: [nA] (``beta`` per nA), or 1 (default) when ``beta`` is at the map's current.
         time: acquisition time of every pixel [s], shape ``(...)``; needed when
             ``drift_order > 0`` (see :func:`pixel_times`).
         drift_order: K, the degree of the drift polynomial (0: no drift).
-        t_ref, t_scale: reference time and time unit of the drift polynomial [s]; by default
-            the first acquisition time and the span of ``time``.
+        t_ref: reference time of the drift polynomial [s]; by default the first
+            acquisition time.
+        t_scale: time unit of the drift polynomial [s]; by default the span of ``time``.
     """
 
     dwell_time: jax.Array
