@@ -24,6 +24,21 @@ def cli_run(tmp_path_factory):
     return out
 
 
+def test_laplace_and_smoother_bands_cover_the_true_path():
+    """Fast version of the CLI check below, at the evidence-chosen lambda = 10: (a) MAP and
+    Laplace through the whole solve, (c) the particle smoother; both bands contain the truth
+    at >= 90 % of their points."""
+    data = g.default_data()
+    truth = data.meta["truth"]
+    post = g.make_model(data, 10.0).condition(data.y)
+    fit = ji.map_estimate(post, None, **g.fit_options(data))
+    assert g.coverage(g.path_band(fit, n_draws=500), truth) >= 0.9
+    band = g.particle_smoother_path(data, jax.random.key(0), 10.0, fit=fit, n_particles=1000, n_paths=200,
+                                    n_conditioning=8)
+    assert g.coverage(band, truth) >= 0.9
+
+
+@pytest.mark.slow
 def test_cli_selects_smoothness_and_recovers_the_clockwise_path(cli_run):
     summary = json.loads((cli_run / "summary.json").read_text())
     names = [m["name"] for m in summary["models"]]
