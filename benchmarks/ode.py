@@ -126,12 +126,14 @@ def _time_calls(f, arg, repeats):
 
 
 def _adjoint_posterior(post, adjoint: str):
-    """``post`` with its ODE's adjoint replaced (the forward model's ``ode`` field)."""
+    """``post`` with its ODE's adjoint replaced (the forward model, or its ``ode`` field)."""
     import equinox as eqx
 
     from jaxinv.physics.ode import adjoint_from_name
 
-    return eqx.tree_at(lambda p: p.model.forward.ode.adjoint, post, adjoint_from_name(adjoint))
+    if hasattr(post.model.forward, "ode"):  # a forward model wrapping an ODE
+        return eqx.tree_at(lambda p: p.model.forward.ode.adjoint, post, adjoint_from_name(adjoint))
+    return eqx.tree_at(lambda p: p.model.forward.adjoint, post, adjoint_from_name(adjoint))
 
 
 def adjoint_costs(post, point: dict, repeats: int, label: str) -> dict:
