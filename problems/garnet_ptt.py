@@ -31,8 +31,10 @@ LogUniform``.
 gradient optimisation, with ``lambda`` chosen by the Laplace free energy over
 ``SMOOTHNESS_GRID`` (:func:`models` is that grid, so ``jaxinv run garnet-ptt`` does
 exactly this); (b) the full posterior by NUTS or SMC (``--method nuts|smc``); (c) a
-particle smoother over the growth steps (:func:`particle_smoother_path`), if
-``jaxinv.inference.particle_smoother`` is installed.
+particle smoother over the growth steps (:func:`particle_smoother_path`, on
+:func:`jaxinv.particle_smoother`).  Starting points of (a) come from conventional
+thermobarometry (:func:`thermobarometry`, :func:`starting_path`) through
+``Problem.fit_options``.
 
 Data (CSV): ``radius_um, X_Mg, X_Fe, X_Mn, X_Ca`` with a comment line
 ``# grain_radius_um = R +- sd``.  The embedded dataset is synthetic, from a known
