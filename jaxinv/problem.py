@@ -19,7 +19,7 @@ import numpy as np
 
 from .model import Model
 
-__all__ = ["Dataset", "Problem", "available_problems", "load_problem", "read_table"]
+__all__ = ["Dataset", "Problem", "available_problems", "load_problem", "pick_grid", "read_table"]
 
 ENTRY_POINT_GROUP = "jaxinv.problems"
 
@@ -73,6 +73,18 @@ def read_table(path, columns: tuple[str, ...], n_optional: int = 0, min_rows: in
     if table.shape[0] < min_rows:
         raise ValueError(f"{path}: need at least {min_rows} rows, got {table.shape[0]}")
     return table
+
+
+def pick_grid(grid, indices=None) -> list[float]:
+    """Entries of a hyperparameter grid picked by 1-based ``indices`` (the CLI's
+    ``--select`` for problems whose models are a grid), or the whole grid."""
+    grid = [float(v) for v in np.atleast_1d(grid)]
+    if indices is None:
+        return grid
+    bad = [k for k in indices if not 1 <= int(k) <= len(grid)]
+    if bad:
+        raise ValueError(f"--select indexes the smoothness grid 1..{len(grid)}, got {bad}")
+    return [grid[int(k) - 1] for k in indices]
 
 
 @dataclass(frozen=True)

@@ -55,7 +55,7 @@ import numpy as np
 import jaxinv as ji
 from jaxinv import Dataset, Problem
 from jaxinv.physics.growth import ArrheniusGrowth, GarnetEquilibrium, GrowthZoning, garnet_diffusivity
-from jaxinv.problem import read_table
+from jaxinv.problem import pick_grid, read_table
 
 COMPONENTS = ("Mg", "Fe", "Mn", "Ca")
 DURATION = 12.0  # Myr
@@ -259,12 +259,7 @@ def make_model(data: Dataset, smoothness: float) -> ji.Model:
 
 def models(data: Dataset, smoothness=SMOOTHNESS_GRID, n_components=None) -> dict:
     """``{"lambda=...": Model}`` over the smoothness grid (``--select`` picks grid indices)."""
-    grid = [float(v) for v in np.atleast_1d(smoothness)]
-    if n_components is not None:
-        bad = [k for k in n_components if not 1 <= int(k) <= len(grid)]
-        if bad:
-            raise ValueError(f"--select indexes the smoothness grid 1..{len(grid)}, got {bad}")
-        grid = [grid[int(k) - 1] for k in n_components]
+    grid = pick_grid(smoothness, n_components)
     return {f"lambda={v:.4g}": make_model(data, v) for v in grid}
 
 

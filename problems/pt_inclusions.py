@@ -73,7 +73,7 @@ import numpy as np
 
 import jaxinv as ji
 from jaxinv import Dataset, Problem
-from jaxinv.problem import read_table
+from jaxinv.problem import pick_grid, read_table
 
 R_GAS = 8.314462618  # J/(mol K)
 KELVIN = 273.15
@@ -235,12 +235,7 @@ def models(data: Dataset, smoothness=SMOOTHNESS_GRID, n_cells: int = N_CELLS, n_
     """``{"lambda=...": Model}`` over a grid of smoothness values: selecting the lowest free
     energy is evidence maximisation over lambda.  ``n_components`` (the CLI's ``--select``)
     picks grid indices (1-based)."""
-    grid = [float(v) for v in np.atleast_1d(smoothness)]
-    if n_components is not None:
-        bad = [k for k in n_components if not 1 <= int(k) <= len(grid)]
-        if bad:
-            raise ValueError(f"--select indexes the smoothness grid 1..{len(grid)}, got {bad}")
-        grid = [grid[int(k) - 1] for k in n_components]
+    grid = pick_grid(smoothness, n_components)
     return {_name(v): make_model(data, v, n_cells) for v in grid}
 
 
