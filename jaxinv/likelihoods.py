@@ -287,7 +287,12 @@ class Poisson(Likelihood):
     (e.g. X-ray counts).  ``log p = y log f - f - log y!``."""
 
     def pointwise_log_prob(self, y, prediction, params):
-        return jsp.xlogy(y, prediction) - prediction - jsp.gammaln(y + 1.0)
+        # y log f with its gradient kept finite where y = 0 and f = 0 (a zero-count
+        # element whose expected count is exactly zero, e.g. an absent element with no
+        # background): xlogy's derivative y/f is 0/0 there.
+        observed = y > 0
+        y_log_f = jnp.where(observed, y * jnp.log(jnp.where(observed, prediction, 1.0)), 0.0)
+        return y_log_f - prediction - jsp.gammaln(y + 1.0)
 
     def validate(self, y) -> None:
         y = jnp.asarray(y)

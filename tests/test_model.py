@@ -164,3 +164,15 @@ def test_likelihood_densities_match_numpyro():
     for lik, expected in cases:
         yy = jnp.array([0.0, 1.0, 4.0]) if isinstance(lik, ji.likelihoods.Poisson) else y
         np.testing.assert_allclose(lik.pointwise_log_prob(yy, f, {}), expected, rtol=1e-12)
+
+
+def test_poisson_zero_counts_at_zero_expectation_have_finite_gradient():
+    """An element absent from a phase (concentration 0, no background) predicts exactly
+    zero counts; zero observed counts there are certain (log p = 0) and the gradient
+    with respect to the prediction is -1, not 0/0."""
+    lik = ji.likelihoods.Poisson()
+    y = jnp.array([0.0, 3.0])
+    grad = jax.grad(lambda f: jnp.sum(lik.pointwise_log_prob(y, f, {})))(jnp.array([0.0, 2.0]))
+    np.testing.assert_allclose(grad, [-1.0, 3.0 / 2.0 - 1.0])
+    np.testing.assert_allclose(lik.pointwise_log_prob(y, jnp.array([0.0, 2.0]), {})[0], 0.0)
+    assert lik.pointwise_log_prob(jnp.array([1.0]), jnp.array([0.0]), {})[0] == -jnp.inf
