@@ -792,12 +792,15 @@ class _PixelModel(eqx.Module):
         """Summaries of one pixel: counts (E,), acquisition time, ALR start (P-1,), key."""
         n_draws = self.beta.shape[0]
         k_w, k_c = jax.random.split(key)
-        z, h = self.fraction_mode(counts, time, z0)
-        eig, vec = jnp.linalg.eigh(h)
-        eig = jnp.maximum(eig, 1e-8)
-        eps = jax.random.normal(k_w, (n_draws, z.shape[0]))
-        z_draws = z + (eps / jnp.sqrt(eig)) @ vec.T
-        w = _alr_to_fraction(z_draws)  # (S, P)
+        if z0.shape[0] == 0:  # one phase: every pixel is all of it
+            z = z0
+            w = jnp.ones((n_draws, 1))
+        else:
+            z, h = self.fraction_mode(counts, time, z0)
+            eig, vec = jnp.linalg.eigh(h)
+            eig = jnp.maximum(eig, 1e-8)
+            eps = jax.random.normal(k_w, (n_draws, z.shape[0]))
+            w = _alr_to_fraction(z + (eps / jnp.sqrt(eig)) @ vec.T)  # (S, P)
         # expected counts | N ~ Gamma(N + 1, 1) (flat prior), per draw and element
         lam = gamma_draws(k_c, counts + 1.0, n_draws)
         g = self.gain(time, self.drift)  # (S,)

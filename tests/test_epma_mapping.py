@@ -225,3 +225,16 @@ def test_bad_inputs_raise_one_clear_error_each(tmp_path):
         em.EpmaMap(**_map_kwargs(counts=counts))
     with pytest.raises(ValueError, match=r"spot_wt must have shape \(40, 2\)"):
         em.EpmaMap(**_map_kwargs(spot_wt=e.spot_wt[:, :1]))
+
+
+def test_single_phase_map():
+    """One phase (no additive-log-ratio coordinates): every pixel is all of it, and the
+    concentrations still invert the counts."""
+    e, truth = em.synthetic_map(seed=2, shape=(6, 5), n_grains=1, spots_per_phase=4,
+                                phases={"Qtz": em.SYNTHETIC_PHASES["Qtz"]})
+    assert e.phases == ("Qtz",)
+    draws = {"beta": np.tile(truth["beta"], (64, 1, 1)), "background": np.tile(truth["background"], (64, 1)),
+             "drift": np.full((64, 1), truth["drift"][0])}
+    q = em.quantify(e, draws, jax.random.key(0))
+    np.testing.assert_array_equal(q.fraction_mean, 1.0)
+    assert np.mean((q.lower <= truth["concentration"]) & (truth["concentration"] <= q.upper)) > 0.85

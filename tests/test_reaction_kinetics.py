@@ -72,9 +72,12 @@ def test_geometry_law_selected_in_fresh_replicates():
     assert covered >= 10, covered
 
 
+@pytest.mark.slow
 def test_smc_agrees_with_laplace_on_the_embedded_data(default_selection):
     """Tempered SMC (RWM kernel, 2 runs x 300 particles) on the sphere law: free energy within
-    1.5 nats of Laplace (the ranking margins are > 3 nats)."""
+    1.5 nats of Laplace (the ranking margins are > 3 nats).  Slow (~70 s on a CI worker):
+    SMC's evidence through an ODE forward model is checked fast against quadrature in
+    ``tests/test_ode.py::test_failed_solves_are_zero_probability_for_smc``."""
     d, lap = default_selection
     sel = rk.select_laws(d, jax.random.key(3), method="smc", laws=("sphere",), n_particles=300, n_runs=2,
                          kernel="rwm")
