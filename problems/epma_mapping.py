@@ -937,6 +937,14 @@ def figures(selection, data: Dataset, out_dir) -> list[Path]:
     return written
 
 
+def _panel(fig, ax, image, title, **imshow):
+    im = ax.imshow(image, **imshow)
+    ax.set_title(title, fontsize=9)
+    ax.set_xticks([])
+    ax.set_yticks([])
+    fig.colorbar(im, ax=ax, shrink=0.8)
+
+
 def plot_maps(q: QuantMap, out_dir) -> list[Path]:
     import matplotlib
 
@@ -948,12 +956,7 @@ def plot_maps(q: QuantMap, out_dir) -> list[Path]:
     fig, axes = plt.subplots(2, n_el, figsize=(3.0 * n_el, 5.6), squeeze=False)
     for e, oxide in enumerate(q.oxides):
         for row, (arr, label) in enumerate(((q.mean[..., e], "mean"), (q.sd[..., e], "sd"))):
-            ax = axes[row, e]
-            im = ax.imshow(arr, cmap="viridis" if row == 0 else "magma")
-            ax.set_title(f"{oxide} {label} (wt%)", fontsize=9)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            fig.colorbar(im, ax=ax, shrink=0.8)
+            _panel(fig, axes[row, e], arr, f"{oxide} {label} (wt%)", cmap="viridis" if row == 0 else "magma")
     fig.tight_layout()
     conc_path = out_dir / "epma_concentration.png"
     fig.savefig(conc_path, dpi=110)
@@ -963,20 +966,10 @@ def plot_maps(q: QuantMap, out_dir) -> list[Path]:
     fig, axes = plt.subplots(2, n_p + 1, figsize=(3.0 * (n_p + 1), 5.6), squeeze=False)
     for p, name in enumerate(q.phases):
         for row, (arr, label) in enumerate(((q.fraction_mean[..., p], "fraction"), (q.membership[..., p], "membership"))):
-            ax = axes[row, p]
-            im = ax.imshow(arr, cmap="cividis", vmin=0, vmax=1)
-            ax.set_title(f"{name} {label}", fontsize=9)
-            ax.set_xticks([])
-            ax.set_yticks([])
-            fig.colorbar(im, ax=ax, shrink=0.8)
+            _panel(fig, axes[row, p], arr, f"{name} {label}", cmap="cividis", vmin=0, vmax=1)
     for row, (arr, label) in enumerate(((q.total_mean, "total (wt%)"), (q.total_sd, "total sd (wt%)"))):
-        ax = axes[row, n_p]
-        im = ax.imshow(arr, cmap="coolwarm" if row == 0 else "magma",
-                       **({"vmin": 95, "vmax": 105} if row == 0 else {}))
-        ax.set_title(label, fontsize=9)
-        ax.set_xticks([])
-        ax.set_yticks([])
-        fig.colorbar(im, ax=ax, shrink=0.8)
+        _panel(fig, axes[row, n_p], arr, label, cmap="coolwarm" if row == 0 else "magma",
+               **({"vmin": 95, "vmax": 105} if row == 0 else {}))
     fig.tight_layout()
     phase_path = out_dir / "epma_phases.png"
     fig.savefig(phase_path, dpi=110)
