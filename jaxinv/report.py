@@ -57,7 +57,11 @@ def summary_dict(problem: str, method: str, seed: int, selection: Selection, dra
 
 def _fmt(value, se) -> str:
     value = np.asarray(value, dtype=float).ravel()  # matrices (e.g. per phase and element) row by row
-    se = np.broadcast_to(np.asarray(se, dtype=float), np.shape(value) if np.size(se) == 1 else np.shape(se)).ravel()
+    se = np.asarray(se, dtype=float).ravel()
+    if se.size == 1:
+        se = np.broadcast_to(se, value.shape)
+    if se.size != value.size:
+        raise ValueError(f"{value.size} values but {se.size} standard errors")
     parts = [f"{v:.5g} ± {s:.2g}" for v, s in zip(value, se)]
     return parts[0] if len(parts) == 1 else "[" + ", ".join(parts) + "]"
 

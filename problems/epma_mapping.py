@@ -3,8 +3,9 @@
 After Yasumoto et al. (2018, American Mineralogist 103, 1690-1698, doi:10.2138/am-2018-6323)
 and their R package qntmap: a fast *qualitative* X-ray map of an electron probe
 micro-analyser (counts per pixel and element) plus a few *quantitative* spot analyses
-(wt% of each oxide) give a quantitative composition map.  qntmap returns point estimates;
-this problem returns the posterior of every pixel's composition.  The forward model is
+(wt% of each oxide) give a quantitative composition map.  qntmap returns each pixel's
+wt% with a standard error from its calibration; this problem returns the posterior of
+every pixel's composition (counting, calibration and phase-fraction uncertainty).  The forward model is
 :mod:`jaxinv.physics.xray` (its docstring gives the equations, and how they relate to
 qntmap's); the soft phase clustering is :mod:`jaxinv.clustering`.
 
@@ -34,7 +35,7 @@ qntmap's); the soft phase clustering is :mod:`jaxinv.clustering`.
    ``C = (R(lambda) / (i_probe g) - b) / beta_eff(w)``, ``R`` the dead-time-corrected
    rate, with ``beta``, ``b``, ``g`` from calibration draws and ``w`` from the pixel's
    phase-fraction draws.  Summaries per pixel: mean, sd and the 95 % highest-density
-   interval of every oxide, of the total, and of the phase fractions.
+   interval of every oxide and of the total; mean and sd of the phase fractions.
 
 ``beta_eff`` of a mixed pixel.  The intensity of a pixel straddling phases is
 ``sum_p w_p beta_pe C_pe``: one number for P unknown ``C_pe``.  qntmap mixes the phases'
@@ -45,7 +46,7 @@ compositions ``m_pe``, ``beta_eff = sum_p w_p beta_pe m_pe / sum_p w_p m_pe``: e
 single-phase pixels and on mixtures whose phases sit at their mean compositions, and
 exact for any mixture when the phases' ``beta`` agree.
 
-Processing is chunked (``jax.lax.map`` over blocks of ``chunk_size`` pixels): memory is
+Processing is chunked (``jax.lax.scan`` over blocks of ``chunk_size`` pixels): memory is
 bounded by the chunk, not by the map, so 512 x 512 x 10 maps run in one call
 (``benchmarks/epma.py``).
 
@@ -59,6 +60,7 @@ drift and noisy spot analyses.
 from __future__ import annotations
 
 import math
+import warnings
 from dataclasses import dataclass, field
 from importlib.resources import files
 from pathlib import Path
@@ -72,7 +74,7 @@ import numpy as np
 import jaxinv as ji
 from jaxinv import Dataset, Problem
 from jaxinv.clustering import poisson_mixture
-from jaxinv.physics.xray import XrayMap, beam_drift, pixel_times
+from jaxinv.physics.xray import XrayMap, beam_drift, dead_time_correction, pixel_times
 
 DEFAULT_FOLDER = "epma_mapping/qntmap_minimal"
 CREDIBLE_MASS = 0.95
@@ -165,6 +167,11 @@ class EpmaMap:
         if outside:
             raise ValueError(f"{len(outside)} spot(s) lie outside the {counts.shape[0]} x {counts.shape[1]} map "
                              f"(spot, pixel): {outside[:5]}")
+        pairs = [tuple(int(v) for v in p) for p in pix]
+        if len(set(pairs)) != len(pairs):
+            twice = sorted({p for p in pairs if pairs.count(p) > 1})
+            raise ValueError(f"several spots on one pixel {twice[:5]}: its counts would enter the calibration "
+                             "more than once; keep one spot per pixel")
         if self.pixel_time is not None and np.shape(self.pixel_time) != counts.shape[:2]:
             raise ValueError(f"pixel_time has shape {np.shape(self.pixel_time)}, the map {counts.shape[:2]}")
         object.__setattr__(self, "counts", counts)
@@ -214,6 +221,17 @@ def _cnd_dollar(path: Path) -> dict[str, list[str]]:
     return out
 
 
+DWELL_UNITS = {"msec": 1e-3, "ms": 1e-3, "sec": 1.0, "s": 1.0, "usec": 1e-6, "us": 1e-6}
+
+
+def _is_number(text: str) -> bool:
+    try:
+        float(text)
+    except ValueError:
+        return False
+    return True
+
+
 def _qnt_table(path: Path) -> list[list[str]]:
     if not path.is_file():
         raise ValueError(f"missing spot-analysis file {path}")
@@ -241,10 +259,16 @@ def read_jeol(folder, dead_time_ns: float | None = None, map_folder: str | None 
     ``$XM_DWELL_TIME`` [msec], ``$CM_CURRENT`` [A], ``$XM_STEP_SIZE`` [µm],
     ``$XM_MAP_START`` [mm], ``$XM_POINTS``) for each element ``k = 1, 2, ...``; and
     ``folder/.qnt/`` with ``elem.qnt`` (oxide names), ``elint.qnt`` (element names),
-    ``wt.qnt`` (wt%), ``stg.qnt`` (spot number, stage x, y [mm], ..., phase label last).
+    ``wt.qnt`` (wt%), ``stg.qnt`` (spot number, two fields, number, stage x, y [mm], z,
+    two flags, then the comment: the phase label, from the tenth field on).
 
     Traps (see the data README): the map file's *row* index is x and its column index is
-    y; a spot's pixel is ``(x_mm - start_x) * 1000 / step_um`` (0-based, rounded).
+    y; a spot's pixel is ``((x_mm - start_x) * 1000 / step_x_um, (y_mm - start_y) * 1000
+    / step_y_um)`` (0-based, rounded).  Acquisition order (for the drift model): the
+    export does not record it; the pixels are taken in file order, y the fast axis
+    (:func:`jaxinv.physics.xray.pixel_times`); pass ``EpmaMap(pixel_time=...)`` otherwise.
+    Two spots on one pixel would count that pixel twice in the calibration: the later
+    ones are dropped with a warning (qntmap drops them too).
 
     Args:
         folder: the export folder.
@@ -263,7 +287,7 @@ def read_jeol(folder, dead_time_ns: float | None = None, map_folder: str | None 
     if map_folder is not None:
         subs = [maps_root / map_folder]
     if not subs or not subs[0].is_dir():
-        raise ValueError(f"{maps_root} has no map subfolder")
+        raise ValueError(f"{maps_root} has no map subfolder" + (f" {map_folder!r}" if map_folder else ""))
     sub = subs[0]
     maps, elements, conditions = [], [], []
     k = 1
@@ -299,10 +323,14 @@ def read_jeol(folder, dead_time_ns: float | None = None, map_folder: str | None 
         for key in ("XM_DWELL_TIME", "CM_CURRENT", "XM_STEP_SIZE"):
             if cnd[key][:2] != c0[key][:2]:
                 raise ValueError(f"map {name}: ${key} {cnd[key]} differs from {elements[0]}'s {c0[key]}")
-    dwell_s = float(c0["XM_DWELL_TIME"][0]) * (1e-3 if "msec" in " ".join(c0["XM_DWELL_TIME"]).lower() or
-                                                 len(c0["XM_DWELL_TIME"]) == 1 else 1.0)
+    dwell = c0["XM_DWELL_TIME"]
+    unit = dwell[1].lower() if len(dwell) > 1 else "msec"  # JEOL writes msec
+    if unit not in DWELL_UNITS:
+        raise ValueError(f"$XM_DWELL_TIME unit {dwell[1]!r} is not one of {sorted(DWELL_UNITS)}")
+    dwell_s = float(dwell[0]) * DWELL_UNITS[unit]
     current_na = float(c0["CM_CURRENT"][0]) * 1e9
-    step_um = float(c0["XM_STEP_SIZE"][0])
+    steps = c0["XM_STEP_SIZE"]
+    step_um = (float(steps[0]), float(steps[1]) if len(steps) > 1 and _is_number(steps[1]) else float(steps[0]))
     start = c0.get("XM_MAP_START", ["0", "0"])
     start_mm = (float(start[0]), float(start[1]))
 
@@ -327,14 +355,25 @@ def read_jeol(folder, dead_time_ns: float | None = None, map_folder: str | None 
             if c < len(values):
                 wt[s, j] = float(values[c])
     xy_mm = np.array([[float(r[4]), float(r[5])] for r in stg])
-    pixel = np.rint((xy_mm - np.asarray(start_mm)) * 1000.0 / step_um).astype(int)
-    labels = tuple(r[-1] for r in stg)
+    pixel = np.rint((xy_mm - np.asarray(start_mm)) * 1000.0 / np.asarray(step_um)).astype(int)
+    labels = tuple(" ".join(r[9:]) for r in stg)
+    unlabelled = [int(r[0]) for r, label in zip(stg, labels) if not label]
+    if unlabelled:
+        raise ValueError(f"stg.qnt: spot(s) {unlabelled[:5]} have no phase label (the comment after the 9th field)")
+    first = {}
+    keep = [first.setdefault(tuple(p), i) == i for i, p in enumerate(pixel)]
+    if not all(keep):
+        dropped = [i + 1 for i, k in enumerate(keep) if not k]
+        warnings.warn(f"spot(s) {dropped} fall on the pixel of an earlier spot and are dropped "
+                      "(one pixel's counts must enter the calibration once)", stacklevel=2)
+        keep = np.asarray(keep)
+        pixel, wt, labels = pixel[keep], wt[keep], tuple(la for la, k in zip(labels, keep) if k)
     csv = _conditions_csv(folder)
     if dead_time_ns is None:
         dead_time_ns = float(csv.get("dead time [ns]", 0.0) or 0.0)
     return EpmaMap(counts=np.stack(maps, axis=-1), elements=tuple(elements), oxides=oxides,
                    dwell_time=dwell_s, probe_current=current_na, dead_time=np.asarray(dead_time_ns * 1e-9),
-                   spot_pixel=pixel, spot_wt=wt, spot_phase=labels, step_um=step_um, start_mm=start_mm,
+                   spot_pixel=pixel, spot_wt=wt, spot_phase=labels, step_um=step_um[0], start_mm=start_mm,
                    source=f"JEOL export {folder.name}")
 
 
@@ -541,7 +580,8 @@ def models(data: Dataset, background=(False, True), drift=(False, True), n_compo
         names = list(out)
         bad = [k for k in n_components if not 1 <= int(k) <= len(names)]
         if bad:
-            raise ValueError(f"--select indexes the calibration models 1..{len(names)}, got {bad}")
+            raise ValueError(f"--select indexes the calibration models 1..{len(names)} "
+                             f"({', '.join(f'{i + 1}: {n}' for i, n in enumerate(names))}), got {bad}")
         out = {names[int(k) - 1]: out[names[int(k) - 1]] for k in n_components}
     return out
 
@@ -628,7 +668,10 @@ class QuantMap:
         out = {}
         for p, name in enumerate(self.phases):
             d = self.phase_draws[:, p, :]
-            if np.all(np.isfinite(d)):
+            if not np.all(np.isfinite(d)):
+                warnings.warn(f"phase {name}: some draws have no pixel above fraction {PURE_FRACTION}; "
+                              "no map-wide composition", stacklevel=2)
+            else:
                 lo, hi = hdi(jnp.asarray(d.T))
                 out[name] = {"mean": d.mean(0), "sd": d.std(0), "lower": np.asarray(lo), "upper": np.asarray(hi)}
         return out
@@ -719,11 +762,17 @@ def interval(draws, no_counts, lower_bound):
 
 def _negbin_log_prob(n, mean, extra_var):
     """Negative-binomial log-probability with mean ``mean`` and variance
-    ``mean + extra_var`` (Poisson as ``extra_var -> 0``; dispersion capped at 1e8)."""
+    ``mean + extra_var``; the Poisson law where ``extra_var < 1e-3 mean`` (the two differ
+    by less than 0.1 % in variance there, and the negative binomial's
+    ``gammaln(n + r) - gammaln(r)`` cancels catastrophically as ``r -> inf``, badly so in
+    float32, where it stays unreliable for ``r`` beyond ~1e5)."""
     mean = jnp.maximum(mean, 1e-12)
-    r = mean**2 / jnp.maximum(extra_var, 1e-8 * mean**2)
-    return (jsp.gammaln(n + r) - jsp.gammaln(r) - jsp.gammaln(n + 1.0)
-            + r * jnp.log(r / (r + mean)) + jsp.xlogy(n, mean / (r + mean)))
+    poisson = jsp.xlogy(n, mean) - mean - jsp.gammaln(n + 1.0)
+    near_poisson = extra_var < 1e-3 * mean
+    r = mean**2 / jnp.where(near_poisson, mean, extra_var)
+    negbin = (jsp.gammaln(n + r) - jsp.gammaln(r) - jsp.gammaln(n + 1.0)
+              - r * jnp.log1p(mean / r) + jsp.xlogy(n, mean / (r + mean)))
+    return jnp.where(near_poisson, poisson, negbin)
 
 
 def _alr_to_fraction(z):
@@ -809,7 +858,8 @@ class _PixelModel(eqx.Module):
 
         def concentration(expected_counts):  # invert eqs. (1)-(4) of jaxinv.physics.xray
             observed_rate = expected_counts / self.dwell_time
-            rate = observed_rate / jnp.maximum(1.0 - self.dead_time * observed_rate, 1e-12)
+            # inf where tau R' >= 1 (beyond the counter's saturation), as in xray.dead_time_correction
+            rate = dead_time_correction(observed_rate, self.dead_time)
             return (rate / (self.probe_current * g[:, None]) - self.background) / beta_eff
 
         conc = concentration(lam)  # (S, E)

@@ -238,3 +238,36 @@ def test_single_phase_map():
     q = em.quantify(e, draws, jax.random.key(0))
     np.testing.assert_array_equal(q.fraction_mean, 1.0)
     assert np.mean((q.lower <= truth["concentration"]) & (truth["concentration"] <= q.upper)) > 0.85
+
+
+def test_reader_steps_labels_and_duplicate_spots(tmp_path):
+    """Non-square steps, phase labels with spaces, and two spots on one pixel."""
+    folder = _copy_example(tmp_path)
+    for k in (1, 2):
+        cnd = folder / ".map" / "1" / f"{k}.cnd"
+        cnd.write_text(cnd.read_text().replace("1000 1000", "1000 2000"))
+    stg = folder / ".qnt" / "stg.qnt"
+    rows = [r.split() for r in stg.read_text().splitlines()]
+    rows = [r[:9] + (["Grt", "rim"] if r[-1] == "Ol" else r[9:]) for r in rows]
+    stg.write_text("\n".join(" ".join(r) for r in rows))
+    e = em.read_jeol(folder)
+    assert e.phases == ("Qtz", "Grt rim")
+    # y pixel = y_mm * 1000 / 2000: spot 1 at (22, 82) mm
+    assert tuple(e.spot_pixel[0]) == (22, 41)
+    rows[1][4:6] = rows[0][4:6]  # spot 2 on spot 1's pixel
+    stg.write_text("\n".join(" ".join(r) for r in rows))
+    with pytest.warns(UserWarning, match=r"spot\(s\) \[2\] fall on the pixel of an earlier spot"):
+        e = em.read_jeol(folder)
+    assert len(e.spot_phase) == 39
+    with pytest.raises(ValueError, match="several spots on one pixel"):
+        em.EpmaMap(**_map_kwargs(spot_pixel=np.vstack([e.spot_pixel[:1], e.spot_pixel[:39]]),
+                                 spot_wt=em.default_data().x.spot_wt, spot_phase=em.default_data().x.spot_phase))
+
+
+def test_negative_binomial_is_stable_near_the_poisson_limit():
+    n = np.array([9990.0, 10000.0, 10010.0])
+    nb = np.asarray(em._negbin_log_prob(n, 10000.0, 1e-6))
+    np.testing.assert_allclose(nb, st.poisson(10000.0).logpmf(n), rtol=1e-10)
+    r = 50.0  # clearly over-dispersed: scipy's nbinom(r, p) with mean 10, variance 12
+    got = np.asarray(em._negbin_log_prob(np.arange(30.0), 10.0, 10.0**2 / r))
+    np.testing.assert_allclose(got, st.nbinom(r, r / (r + 10.0)).logpmf(np.arange(30)), rtol=1e-10)
