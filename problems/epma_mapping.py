@@ -201,6 +201,13 @@ class EpmaMap:
         return self.pixel_time[self.spot_pixel[:, 0], self.spot_pixel[:, 1]]
 
     @property
+    def drift_clock(self) -> tuple[float, float]:
+        """``(t_ref, t_scale)`` of the drift polynomial: the first acquisition time and
+        the span of the acquisition [s] (the same in calibration and quantification)."""
+        t = self.pixel_time
+        return float(t.min()), float(max(t.max() - t.min(), self.dwell_time))
+
+    @property
     def spot_phase_index(self) -> np.ndarray:
         return np.array([self.phases.index(p) for p in self.spot_phase])
 
@@ -521,10 +528,10 @@ class SpotCalibration(eqx.Module):
 
 
 def _map_xray(epma: EpmaMap, time, drift: bool) -> XrayMap:
-    t = epma.pixel_time
+    t_ref, t_scale = epma.drift_clock
     return XrayMap(epma.dwell_time, len(epma.phases), len(epma.elements), dead_time=epma.dead_time,
                    probe_current=epma.probe_current, time=time, drift_order=int(drift),
-                   t_ref=float(t.min()), t_scale=float(max(t.max() - t.min(), epma.dwell_time)))
+                   t_ref=t_ref, t_scale=t_scale)
 
 
 def sensitivity_guess(epma: EpmaMap) -> np.ndarray:
@@ -622,9 +629,7 @@ def memberships(epma: EpmaMap, drift=None, max_iter: int = 200):
     centres = np.stack([epma.spot_counts[idx == p].mean(0) for p in range(len(epma.phases))])
     exposure = np.ones(n_x * n_y)
     if drift is not None:
-        t = epma.pixel_time
-        exposure = np.asarray(beam_drift(t, jnp.asarray(drift), float(t.min()),
-                                         float(max(t.max() - t.min(), epma.dwell_time)))).reshape(-1)
+        exposure = np.asarray(beam_drift(epma.pixel_time, jnp.asarray(drift), *epma.drift_clock)).reshape(-1)
     fit = poisson_mixture(epma.counts.reshape(-1, n_el), rates_init=centres, exposure=exposure, max_iter=max_iter)
     return np.asarray(fit.responsibilities).reshape(n_x, n_y, -1), fit
 
@@ -807,22 +812,19 @@ class _PixelModel(eqx.Module):
         """Negative log posterior of the additive log-ratio ``z`` of the phase fractions."""
         w = _alr_to_fraction(z)
         beta = jnp.mean(self.beta, axis=0)
-        b = jnp.mean(self.background, axis=0)
         g = self.gain(time, jnp.mean(self.drift, axis=0))
-        phase_rate = self.probe_current * g * (beta * self.phase_mean + b)  # (P, E) true rate of each pure phase
-        rate = w @ phase_rate
-        mean = self.dwell_time * rate / (1.0 + self.dead_time * rate)
+        mean = self._mean_counts(w, time)
         extra = (w**2) @ ((self.dwell_time * self.probe_current * g * beta) ** 2 * self.phase_var)
         log_lik = jnp.sum(_negbin_log_prob(counts, mean, extra))
         # Dirichlet(alpha) prior on w; the ALR Jacobian adds prod_p w_p
         return -(log_lik + DIRICHLET_CONCENTRATION * jnp.sum(jnp.log(w)))
 
     def fraction_mode(self, counts, time, z0):
-        grad = jax.grad(self.fraction_energy)
+        value_and_grad = jax.value_and_grad(self.fraction_energy)
         hess = jax.hessian(self.fraction_energy)
 
         def step(_, z):
-            g = grad(z, counts, time)
+            energy, g = value_and_grad(z, counts, time)
             h = hess(z, counts, time)
             eig = jnp.linalg.eigvalsh(h)
             damp = jnp.maximum(0.0, -eig[0]) + 1e-6 * jnp.maximum(1.0, eig[-1])
@@ -830,7 +832,7 @@ class _PixelModel(eqx.Module):
             norm = jnp.linalg.norm(dz)
             dz = dz * jnp.minimum(1.0, 2.0 / jnp.maximum(norm, 1e-30))
             z_new = z + dz
-            better = self.fraction_energy(z_new, counts, time) <= self.fraction_energy(z, counts, time)
+            better = self.fraction_energy(z_new, counts, time) <= energy
             return jnp.where(better, z_new, z + 0.25 * dz)
 
         z = jax.lax.fori_loop(0, NEWTON_STEPS, step, z0)
@@ -880,6 +882,8 @@ class _PixelModel(eqx.Module):
         return summary, (pure[:, :, None] * conc_pooled[:, None, :], pure)
 
     def _mean_counts(self, w, time):
+        """Expected counts ``(E,)`` of a pixel with phase fractions ``w``, each phase at its
+        spot-mean composition (posterior-mean calibration), through the dead time."""
         beta = jnp.mean(self.beta, axis=0)
         g = self.gain(time, jnp.mean(self.drift, axis=0))
         rate = w @ (self.probe_current * g * (beta * self.phase_mean + jnp.mean(self.background, axis=0)))
@@ -914,7 +918,7 @@ def quantify(epma: EpmaMap, calibration: dict, key, chunk_size: int = CHUNK_SIZE
     t = epma.pixel_time
     model = _PixelModel(jnp.asarray(epma.dwell_time, dtype=float), jnp.asarray(epma.probe_current, dtype=float),
                         jnp.broadcast_to(jnp.asarray(epma.dead_time, dtype=float), (n_el,)),
-                        jnp.asarray(float(t.min())), jnp.asarray(float(max(t.max() - t.min(), epma.dwell_time))),
+                        *(jnp.asarray(v) for v in epma.drift_clock),
                         beta, background, drift, jnp.asarray(phase_mean), jnp.asarray(phase_var),
                         -np.inf if has_background else 0.0)
     n_phases = len(epma.phases)
