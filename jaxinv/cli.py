@@ -88,6 +88,16 @@ def _chain_starts(result, key, n_chains: int):
         return None
 
 
+def _figure_options(problem, options: dict) -> dict:
+    """Move the ``--option`` keys that the problem's ``figures`` takes as keywords (after
+    ``selection, data, out_dir``) out of ``options``: they shape the outputs, not the models."""
+    if problem.figures is None:
+        return {}
+    params = list(inspect.signature(problem.figures).parameters.values())[3:]
+    names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    return {k: options.pop(k) for k in list(options) if k in names}
+
+
 def run(args) -> int:
     problem = load_problem(args.problem)
     if args.method is None:
@@ -97,6 +107,7 @@ def run(args) -> int:
     components = _parse_select(args.select)
     if components is not None:
         options["n_components"] = components
+    figure_options = _figure_options(problem, options)
     try:
         inspect.signature(problem.models).bind(data, **options)
     except TypeError as err:
@@ -153,7 +164,7 @@ def run(args) -> int:
             name: eqx.tree_at(lambda r: (r.log_evidence, r.log_evidence_se), draws[name],
                               (result.log_evidence, result.log_evidence_se))
             for name, result in selection.results.items()})
-    written = problem.figures(shown, data, out) if problem.figures else []
+    written = problem.figures(shown, data, out, **figure_options) if problem.figures else []
     print(f"{problem.name}: {data.meta.get('source', 'data')}  (n = {data.y.size})")
     print(format_table(selection))
     print(f"wrote {out / 'summary.json'}, {out / 'posterior.nc'}" + "".join(f", {p}" for p in written))

@@ -538,15 +538,53 @@ class GaussianMRFDistribution(npd.Distribution):
         return (s.log_det_structure + (s.size - s.n_pinned) * jnp.log(self.precision)
                 - 2 * s.n_pinned * jnp.log(self.boundary_sd))
 
+    def _differences(self, r):
+        k = self.structure.order
+        return [jnp.diff(r, n=k, axis=a) for a in self._axes()]
+
+    def _whitened(self, r):
+        """``J r`` with ``Q = J^T J``: the scaled k-th differences along each axis and the
+        scaled boundary cells, a list of arrays whose squares sum to ``r^T Q r``."""
+        return [jnp.sqrt(self.precision) * d for d in self._differences(r)] + [self._pinned(r) / self.boundary_sd]
+
+    def roughness(self, x):
+        """``(x - m)^T R (x - m) = sum_axes |D_k (x - m)|^2`` (the penalty without ``tau``)."""
+        self._check(x)
+        axes = self._axes()
+        return sum(jnp.sum(d**2, axis=axes) for d in self._differences(x - self.loc))
+
     def quadratic_form(self, x):
         """``(x - m)^T Q (x - m) = tau sum_axes |D_k (x - m)|^2 + |(x - m)_pins|^2 / b^2`` in O(N)."""
         self._check(x)
-        r = x - self.loc
-        k = self.structure.order
         axes = self._axes()
-        rough = sum(jnp.sum(jnp.diff(r, n=k, axis=a) ** 2, axis=axes) for a in axes)
-        pins = jnp.sum(self._pinned(r) ** 2, axis=axes)
-        return self.precision * rough + pins / self.boundary_sd**2
+        return sum(jnp.sum(w**2, axis=axes) for w in self._whitened(x - self.loc))
+
+    def precision_matvec(self, v):
+        """``Q v`` for one field ``v`` of the event shape, matrix-free in O(N) (``J^T J v``)."""
+        _, transpose = jax.vjp(self._whitened, v)
+        return transpose(self._whitened(v))[0]
+
+    def precision_diagonal(self):
+        """``diag Q`` as a field of the event shape (for preconditioning)."""
+        import numpy as np
+
+        shape, k = self.structure.shape, self.structure.order
+        diag = np.zeros(shape)
+        for axis, n in enumerate(shape):
+            d = np.sum(_difference_matrix(n, k) ** 2, axis=0)  # diag of D_k^T D_k
+            diag = diag + np.expand_dims(d, tuple(i for i in range(len(shape)) if i != axis))
+        pins = np.zeros(shape)
+        pins[(slice(0, k),) * len(shape)] = 1.0
+        return self.precision * jnp.asarray(diag) + jnp.asarray(pins) / self.boundary_sd**2
+
+    def precision_draw(self, key):
+        """One draw of ``N(0, Q)`` (not of the field: of its precision), ``J^T e`` with
+        ``e ~ N(0, I)``; the perturbation that :mod:`jaxinv.inference.latent_field` needs."""
+        zero = jnp.zeros(self.structure.shape, jnp.result_type(float))
+        whitened, transpose = jax.vjp(self._whitened, zero)
+        keys = jax.random.split(key, len(whitened))
+        e = [jax.random.normal(k, w.shape, w.dtype) for k, w in zip(keys, whitened)]
+        return transpose(e)[0]
 
     def log_prob(self, x):
         """``log N(x | m, Q^-1) = 1/2 log det Q - N/2 log(2 pi) - 1/2 (x-m)^T Q (x-m)``."""

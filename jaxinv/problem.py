@@ -127,7 +127,9 @@ class Problem:
         models: ``(dataset, **options) -> {model name: Model}``, the candidates.
         default_data: ``() -> Dataset``, the embedded dataset.
         load_data: ``(path) -> Dataset``, a user's file or folder.
-        figures: ``(selection, dataset, out_dir) -> list of written paths``.
+        figures: ``(selection, dataset, out_dir, **options) -> list of written paths``;
+            ``jaxinv run --option KEY=VALUE`` passes the keys it names as keywords here
+            (they shape the outputs), the others to ``models``.
         n_components: ``(model name) -> K`` for the summary (optional).
         fit_options: ``(dataset) -> dict`` of options the problem recommends for
             :func:`~jaxinv.map_estimate` on its models (optional): starting points

@@ -61,3 +61,20 @@ def test_chain_starts_come_from_the_laplace_approximation():
     assert np.all(np.abs(np.asarray(starts) - np.asarray(fit.laplace.mode)) < 6 * sd)
     no_laplace = ji.Result(params=fit.params, method="map", sample_dims=0)
     assert jaxinv.cli._chain_starts(no_laplace, jax.random.key(1), 4) is None
+
+
+def test_options_named_by_figures_go_to_figures(tmp_path, monkeypatch, capsys):
+    seen = {}
+
+    def figures(selection, data, out_dir, colour="grey"):
+        seen["colour"] = colour
+        return []
+
+    problem = dataclasses.replace(lr.problem, figures=figures)
+    monkeypatch.setattr(jaxinv.cli, "load_problem", lambda name: problem)
+    assert jaxinv.cli.main(["run", "linear-regression", "--select", "1", "--out", str(tmp_path / "a"), "--quiet",
+                            "--option", "colour=red"]) == 0
+    assert seen["colour"] == "red"
+    assert jaxinv.cli.main(["run", "linear-regression", "--select", "1", "--out", str(tmp_path / "b"), "--quiet",
+                            "--option", "shade=red"]) != 0
+    assert "does not take these options" in capsys.readouterr().err

@@ -114,6 +114,39 @@ def test_synthetic_concentrations_within_credible_intervals(synthetic):
     assert np.mean((q.total_lower <= total) & (total <= q.total_upper)) >= 0.93
 
 
+def test_smoothed_maps_are_closer_to_the_truth_and_keep_their_coverage(synthetic):
+    """smooth=True (a Gaussian Markov random field per phase and element, its smoothness
+    by maximum marginal likelihood).  Measured over seeds 0, 3, 5 and 7: every oxide's RMSE
+    to the truth falls to 0.43-0.77 of the unsmoothed one; the 95 % intervals hold
+    0.933-0.957 of the pixel-oxide pairs, 0.85-1.00 per oxide (once the counting noise is
+    pooled, the calibration error that all the pixels of a phase share dominates one
+    oxide's misses), and 0.90-1.00 of the totals."""
+    e, truth, q, result = synthetic
+    s = em.quantify(e, em.calibration_draws(result, jax.random.key(1)), jax.random.key(2), chunk_size=512,
+                    smooth=True)
+    c = truth["concentration"]
+    rmse = {name: np.sqrt(np.mean((m.mean - c) ** 2, axis=(0, 1))) for name, m in (("raw", q), ("smooth", s))}
+    assert np.all(rmse["smooth"] < 0.8 * rmse["raw"]), rmse
+    inside = (s.lower <= c) & (c <= s.upper)
+    assert inside.mean() >= 0.93
+    for oxide, frac in zip(e.oxides, inside.mean(axis=(0, 1))):
+        assert frac >= 0.84, (oxide, frac)
+    total = c.sum(-1)
+    assert np.mean((s.total_lower <= total) & (total <= s.total_upper)) >= 0.90
+    info = s.meta["smoothing"]
+    assert set(info) == set(e.phases)
+    for fields in info.values():
+        assert fields["pixels"] > 50
+        smoothed = [o for o in e.oxides if "smoothing_length" in fields[o]]
+        assert all(fields[o]["converged"] and 0 < fields[o]["smoothing_length"] <= 20.0 + 1e-9 for o in smoothed)
+        # an element the phase hardly counts keeps its per-pixel posterior
+        for o in set(e.oxides) - set(smoothed):
+            assert fields[o]["mean_counts"] < em.MIN_SMOOTH_COUNTS
+    assert sum("smoothing_length" in fields[o] for fields in info.values() for o in e.oxides) >= 10
+    # the phase fractions are not smoothed
+    np.testing.assert_allclose(s.fraction_mean, q.fraction_mean)
+
+
 def test_synthetic_phase_fractions_on_mixed_pixels(synthetic):
     _, truth, q, _ = synthetic
     f = truth["phase_fraction"]

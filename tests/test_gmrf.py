@@ -245,3 +245,14 @@ def test_smc_evidence_of_a_hierarchical_model_matches_quadrature():
     ref = np.log(np.trapezoid(np.exp(lz - lz.max()), log_tau)) + lz.max() - np.log(np.log(1e5))
     res = ji.free_energy(post, jax.random.key(1), method="smc")
     assert abs(float(res.log_evidence) - ref) < 4 * float(res.log_evidence_se) + 0.05
+
+
+def test_prior_precision_operators_match_the_dense_matrix():
+    d = ji.priors.GaussianMRF((7, 6), order=2, precision=2.5, boundary_sd=0.7).distribution
+    q = np.asarray(d.precision_matrix)
+    v = jax.random.normal(jax.random.key(0), (7, 6))
+    np.testing.assert_allclose(np.ravel(d.precision_matvec(v)), q @ np.ravel(v), atol=1e-12)
+    np.testing.assert_allclose(np.ravel(d.precision_diagonal()), np.diag(q), atol=1e-12)
+    draws = jax.vmap(d.precision_draw)(jax.random.split(jax.random.key(1), 20000)).reshape(20000, -1)
+    emp = np.asarray(draws.T @ draws) / 20000  # E[J^T e e^T J] = Q
+    assert np.max(np.abs(emp - q)) < 0.05 * np.max(np.abs(q))

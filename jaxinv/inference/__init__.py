@@ -7,6 +7,7 @@ module by its dotted path (``from jaxinv.inference.particle_smoother import gene
 from . import diagnostics, evidence, replica_exchange, smc
 from .evidence import free_energy
 from .laplace import Laplace, laplace
+from .latent_field import LatentField, gmrf_laplace
 from .map import map_estimate
 from .mcmc import sample_hmc
 from .particle_smoother import StateSpaceModel, particle_filter, particle_smoother
@@ -16,10 +17,12 @@ from .smc import sample_smc
 
 __all__ = [
     "Laplace",
+    "LatentField",
     "StateSpaceModel",
     "diagnostics",
     "evidence",
     "free_energy",
+    "gmrf_laplace",
     "laplace",
     "map_estimate",
     "particle_filter",
