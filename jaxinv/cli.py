@@ -53,7 +53,8 @@ def _parse_select(text: str | None):
 
 
 def _parse_options(items) -> dict:
-    """``["noise=spectral", "stretched=False"]`` -> ``{"noise": "spectral", "stretched": False}``."""
+    """``["noise=spectral", "stretched=false"]`` -> ``{"noise": "spectral", "stretched": False}``
+    (``true``/``false`` in any case are booleans; other values Python literals, else strings)."""
     import ast
 
     options = {}
@@ -61,6 +62,9 @@ def _parse_options(items) -> dict:
         key, sep, value = item.partition("=")
         if not sep or not key.strip():
             raise ValueError(f"--option expects KEY=VALUE, got {item!r}")
+        if value.strip().lower() in ("true", "false"):  # any case: smooth=true, smooth=False
+            options[key.strip()] = value.strip().lower() == "true"
+            continue
         try:
             options[key.strip()] = ast.literal_eval(value)
         except (ValueError, SyntaxError):
@@ -95,6 +99,10 @@ def _figure_options(problem, options: dict) -> dict:
         return {}
     params = list(inspect.signature(problem.figures).parameters.values())[3:]
     names = {p.name for p in params if p.kind in (p.POSITIONAL_OR_KEYWORD, p.KEYWORD_ONLY)}
+    model_params = inspect.signature(problem.models).parameters
+    both = sorted(names & set(model_params) & set(options))
+    if both:
+        raise ValueError(f"{problem.name}: option(s) {both} are taken by both its models and its figures")
     return {k: options.pop(k) for k in list(options) if k in names}
 
 

@@ -555,9 +555,8 @@ class GaussianMRFDistribution(npd.Distribution):
 
     def quadratic_form(self, x):
         """``(x - m)^T Q (x - m) = tau sum_axes |D_k (x - m)|^2 + |(x - m)_pins|^2 / b^2`` in O(N)."""
-        self._check(x)
-        axes = self._axes()
-        return sum(jnp.sum(w**2, axis=axes) for w in self._whitened(x - self.loc))
+        pins = jnp.sum(self._pinned(x - self.loc) ** 2, axis=self._axes())
+        return self.precision * self.roughness(x) + pins / self.boundary_sd**2
 
     def precision_matvec(self, v):
         """``Q v`` for one field ``v`` of the event shape, matrix-free in O(N) (``J^T J v``)."""
@@ -569,9 +568,10 @@ class GaussianMRFDistribution(npd.Distribution):
         import numpy as np
 
         shape, k = self.structure.shape, self.structure.order
+        stencil = np.array([math.comb(k, i) ** 2 for i in range(k + 1)], dtype=float)
         diag = np.zeros(shape)
         for axis, n in enumerate(shape):
-            d = np.sum(_difference_matrix(n, k) ** 2, axis=0)  # diag of D_k^T D_k
+            d = np.convolve(np.ones(n - k), stencil)  # diag of D_k^T D_k, O(n): [1, 2, .., 2, 1] for k = 1
             diag = diag + np.expand_dims(d, tuple(i for i in range(len(shape)) if i != axis))
         pins = np.zeros(shape)
         pins[(slice(0, k),) * len(shape)] = 1.0

@@ -899,6 +899,7 @@ class _PixelModel(eqx.Module):
         no_counts = (counts == 0) & ~smoothed  # (E,)
         lo, hi = interval(conc.T, no_counts, self.lower_bound)
         lo = jnp.where(smoothed, jnp.maximum(lo, self.lower_bound), lo)
+        hi = jnp.where(smoothed, jnp.maximum(hi, self.lower_bound), hi)
         total = jnp.sum(conc, axis=1)
         t_lo, t_hi = interval(total, jnp.all(no_counts), self.lower_bound)
         w_mode = _alr_to_fraction(z)
@@ -931,7 +932,7 @@ def _field_fractions(phase, w):
 class _ElementCounts(eqx.Module):
     """Poisson log-likelihood of one element's counts ``(n_x, n_y)`` as a function of a
     concentration field ``c`` [wt%], on the pixels where ``mask`` is 1 (0 elsewhere):
-    ``N ~ Poisson(t R / (1 + tau R))``, ``R = a c + o`` (``a = i g beta_eff``,
+    ``N ~ Poisson(t R / (1 + tau_d R))`` (``tau_d`` the dead time), ``R = a c + o`` (``a = i g beta_eff``,
     ``o = i g b``: posterior-mean calibration and phase fractions).  Below
     ``EXPECTED_COUNT_FLOOR`` expected counts it continues as its second-order expansion at
     the floor (concave and smooth), so that a Gaussian field may dip below zero counts
@@ -958,7 +959,8 @@ class _ElementCounts(eqx.Module):
 
 
 def smooth_counts(epma: EpmaMap, model: _PixelModel, fraction_mean, phase_level, key,
-                  max_smoothing_length: float = MAX_SMOOTHING_LENGTH) -> tuple[jax.Array, jax.Array, dict]:
+                  max_smoothing_length: float = MAX_SMOOTHING_LENGTH
+                  ) -> tuple[jax.Array, jax.Array, jax.Array, dict]:
     """Spatially smoothed posterior draws of the expected counts of every phase's pure pixels.
 
     Zoning is smooth *within* a phase, and phases meet at sharp boundaries; so each phase
@@ -1042,7 +1044,8 @@ def smooth_counts(epma: EpmaMap, model: _PixelModel, fraction_mean, phase_level,
             likelihood, field, _ = fit(p, e, mask)
             first[e] = field
             lam = likelihood.expected_counts(field.draws)
-            z = (counts[..., e] - jnp.mean(lam, 0)) / jnp.sqrt(jnp.mean(lam, 0) + jnp.var(lam, 0) + 1.0)
+            expected_mean = jnp.maximum(jnp.mean(lam, 0), 0.0)  # a Gaussian field may dip below zero counts
+            z = (counts[..., e] - expected_mean) / jnp.sqrt(expected_mean + jnp.var(lam, 0) + 1.0)
             outlier = outlier | (mask & (jnp.abs(z) > OUTLIER_Z))
         mask = mask & ~outlier
         phase_of_pixel = jnp.where(mask, p, phase_of_pixel)

@@ -78,3 +78,11 @@ def test_options_named_by_figures_go_to_figures(tmp_path, monkeypatch, capsys):
     assert jaxinv.cli.main(["run", "linear-regression", "--select", "1", "--out", str(tmp_path / "b"), "--quiet",
                             "--option", "shade=red"]) != 0
     assert "does not take these options" in capsys.readouterr().err
+    assert jaxinv.cli._parse_options(["a=false", "b=TRUE", "c=3", "d=spectral"]) == {
+        "a": False, "b": True, "c": 3, "d": "spectral"}
+    # a key that models and figures both take is refused, not silently given to one of them
+    clash = dataclasses.replace(lr.problem, figures=lambda selection, data, out_dir, n_components=None: [])
+    monkeypatch.setattr(jaxinv.cli, "load_problem", lambda name: clash)
+    assert jaxinv.cli.main(["run", "linear-regression", "--out", str(tmp_path / "c"), "--quiet",
+                            "--option", "n_components=[1]"]) != 0
+    assert "taken by both its models and its figures" in capsys.readouterr().err
