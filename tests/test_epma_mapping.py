@@ -105,13 +105,17 @@ def test_synthetic_concentrations_within_credible_intervals(synthetic):
     oxide scatters around 95 % by more than pixel noise would (measured 0.92-0.99 over
     seeds 0, 3, 5, 7): per oxide the floor is 0.90."""
     e, truth, q, _ = synthetic
+    _assert_coverage(e, truth, q, overall=0.93, per_oxide=0.90, totals=0.93)
+
+
+def _assert_coverage(e, truth, q, overall, per_oxide, totals):
     c = truth["concentration"]
     inside = (q.lower <= c) & (c <= q.upper)
-    assert inside.mean() >= 0.93
+    assert inside.mean() >= overall
     for oxide, frac in zip(e.oxides, inside.mean(axis=(0, 1))):
-        assert frac >= 0.90, (oxide, frac)
+        assert frac >= per_oxide, (oxide, frac)
     total = c.sum(-1)
-    assert np.mean((q.total_lower <= total) & (total <= q.total_upper)) >= 0.93
+    assert np.mean((q.total_lower <= total) & (total <= q.total_upper)) >= totals
 
 
 def test_smoothed_maps_are_closer_to_the_truth_and_keep_their_coverage(synthetic):
@@ -127,12 +131,7 @@ def test_smoothed_maps_are_closer_to_the_truth_and_keep_their_coverage(synthetic
     c = truth["concentration"]
     rmse = {name: np.sqrt(np.mean((m.mean - c) ** 2, axis=(0, 1))) for name, m in (("raw", q), ("smooth", s))}
     assert np.all(rmse["smooth"] < 0.8 * rmse["raw"]), rmse
-    inside = (s.lower <= c) & (c <= s.upper)
-    assert inside.mean() >= 0.93
-    for oxide, frac in zip(e.oxides, inside.mean(axis=(0, 1))):
-        assert frac >= 0.84, (oxide, frac)
-    total = c.sum(-1)
-    assert np.mean((s.total_lower <= total) & (total <= s.total_upper)) >= 0.90
+    _assert_coverage(e, truth, s, overall=0.93, per_oxide=0.84, totals=0.90)
     info = s.meta["smoothing"]
     assert set(info) == set(e.phases)
     for fields in info.values():
