@@ -191,8 +191,9 @@ def gmrf_laplace(prior, log_likelihood: Callable[[jax.Array], jax.Array], key, *
             (and the CG solves from stiffening with it).
         search_draws: draws per step of the search (the score's Monte Carlo error falls as
             ``1/sqrt(search_draws)``; raise it where most cells carry no data).
-        max_search_steps, search_tol: at most this many steps, stopping when
-            ``|Delta log tau| < search_tol``.
+        max_search_steps: at most this many steps of the search.
+        search_tol: the search stops when ``|Delta log tau| < search_tol`` inside a bracket
+            of the root (or the bracket is that narrow).
         max_newton_steps: Newton iterations per mode search.
         cg_maxiter: conjugate-gradient iterations per linear solve.
         draw_batch: draws solved at once (memory ``~ draw_batch x N``).
