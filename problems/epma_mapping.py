@@ -81,7 +81,7 @@ import jaxinv as ji
 from jaxinv import Dataset, Problem
 from jaxinv.clustering import poisson_mixture
 from jaxinv.inference import gmrf_laplace
-from jaxinv.physics.xray import XrayMap, beam_drift, dead_time_correction, pixel_times
+from jaxinv.physics.xray import XrayMap, beam_drift, dead_time_correction, dead_time_loss, pixel_times
 
 DEFAULT_FOLDER = "epma_mapping/qntmap_minimal"
 CREDIBLE_MASS = 0.95
@@ -873,15 +873,14 @@ class _PixelModel(eqx.Module):
             w = _alr_to_fraction(z + (eps / jnp.sqrt(eig)) @ vec.T)  # (S, P)
         # expected counts | N ~ Gamma(N + 1, 1) (flat prior), per draw and element
         lam = gamma_draws(k_c, counts + 1.0, n_draws)
-        weight = w[:, :, None] * (self.phase_mean + 1e-6)  # (S, P, E)
+        beta_eff = _effective_sensitivity(w, self.phase_mean, self.beta)  # (S, E)
         if expected_counts is None:
             smoothed = jnp.zeros(counts.shape, bool)
         else:
             lam = jnp.where(smoothed, expected_counts, lam)
-            field_weight = _field_fractions(smoothed_phase, w)[:, :, None] * (self.phase_mean + 1e-6)
-            weight = jnp.where(smoothed, field_weight, weight)
+            field = _effective_sensitivity(_field_fractions(smoothed_phase, w), self.phase_mean, self.beta)
+            beta_eff = jnp.where(smoothed, field, beta_eff)
         g = self.gain(time, self.drift)  # (S,)
-        beta_eff = jnp.sum(weight * self.beta, axis=1) / jnp.sum(weight, axis=1)
 
         def concentration(expected_counts):  # invert eqs. (1)-(4) of jaxinv.physics.xray
             observed_rate = expected_counts / self.dwell_time
@@ -917,7 +916,14 @@ class _PixelModel(eqx.Module):
         beta = jnp.mean(self.beta, axis=0)
         g = self.gain(time, jnp.mean(self.drift, axis=0))
         rate = w @ (self.probe_current * g * (beta * self.phase_mean + jnp.mean(self.background, axis=0)))
-        return self.dwell_time * rate / (1.0 + self.dead_time * rate)
+        return self.dwell_time * dead_time_loss(rate, self.dead_time)
+
+
+def _effective_sensitivity(fractions, phase_mean, beta):
+    """``beta_eff = sum_p w_p beta_pe m_pe / sum_p w_p m_pe`` (module docstring) for phase
+    fractions ``(..., P)``, spot means ``(P, E)`` and ``beta`` ``(..., P, E)``: ``(..., E)``."""
+    weight = fractions[..., :, None] * (phase_mean + 1e-6)
+    return jnp.sum(weight * beta, axis=-2) / jnp.sum(weight, axis=-2)
 
 
 def _field_fractions(phase, w):
@@ -946,8 +952,7 @@ class _ElementCounts(eqx.Module):
     mask: jax.Array
 
     def expected_counts(self, concentration):
-        rate = self.scale * concentration + self.offset
-        return self.dwell_time * rate / (1.0 + self.dead_time * rate)
+        return self.dwell_time * dead_time_loss(self.scale * concentration + self.offset, self.dead_time)
 
     def __call__(self, concentration):
         lam = self.expected_counts(concentration)
@@ -1012,9 +1017,7 @@ def smooth_counts(epma: EpmaMap, model: _PixelModel, fraction_mean, phase_level,
     keys = jax.random.split(key, (len(epma.phases), n_el))
     info = {}
 
-    def fit(p, e, mask, start=None):
-        weight = _field_fractions(p, w)[..., :, None] * (model.phase_mean + 1e-6)
-        beta_eff = jnp.sum(weight * beta, axis=2) / jnp.sum(weight, axis=2)  # as in _PixelModel.pixel
+    def fit(p, e, mask, beta_eff, start=None):
         scale = current * beta_eff[..., e]
         likelihood = _ElementCounts(counts[..., e], scale, current * background[e], model.dwell_time,
                                     model.dead_time[e], mask.astype(float))
@@ -1038,10 +1041,11 @@ def smooth_counts(epma: EpmaMap, model: _PixelModel, fraction_mean, phase_level,
         elements = [e for e in range(n_el) if mean_counts[e] >= MIN_SMOOTH_COUNTS]
         if not elements:
             continue
+        beta_eff = _effective_sensitivity(_field_fractions(p, w), model.phase_mean, beta)  # as in the pixel stage
         outlier = jnp.zeros((n_x, n_y), bool)
         first = {}
         for e in elements:
-            likelihood, field, _ = fit(p, e, mask)
+            likelihood, field, _ = fit(p, e, mask, beta_eff)
             first[e] = field
             lam = likelihood.expected_counts(field.draws)
             expected_mean = jnp.maximum(jnp.mean(lam, 0), 0.0)  # a Gaussian field may dip below zero counts
@@ -1055,7 +1059,7 @@ def smooth_counts(epma: EpmaMap, model: _PixelModel, fraction_mean, phase_level,
                 info[phase][oxide] = {"smoothed": False, "mean_counts": mean_counts[e]}
                 continue
             use = use.at[..., e].set(use[..., e] | mask)
-            likelihood, field, fisher = fit(p, e, mask, start=first[e])  # from the first fit's tau and mode
+            likelihood, field, fisher = fit(p, e, mask, beta_eff, start=first[e])  # from the first fit's tau and mode
             if not bool(field.converged):
                 warnings.warn(f"{phase} {oxide}: the smoothed field's mode or smoothness search did not converge "
                               f"({int(field.newton_steps)} Newton, {int(field.search_steps)} search steps)", stacklevel=2)
