@@ -6,7 +6,7 @@ Bayesian free energy for model selection.  See ``docs/`` and DESIGN.md.
 """
 
 from . import _config  # noqa: F401  (float64 by default; must run before any array is made)
-from . import clustering, likelihoods, priors
+from . import clustering, likelihoods, priors, sparse
 from ._config import precision, set_precision
 from .inference import (
     Laplace,
@@ -48,4 +48,5 @@ __all__ = [
     "priors",
     "sample",
     "set_precision",
+    "sparse",
 ]

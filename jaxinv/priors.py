@@ -60,6 +60,7 @@ __all__ = [
     "Uniform",
     "LogUniform",
     "Normal",
+    "HalfCauchy",
     "HalfNormal",
     "LogNormal",
     "Exponential",
@@ -402,6 +403,14 @@ def HalfNormal(scale, shape=None, ordered: bool = False) -> Prior:
     """Half-normal on ``x > 0``: ``p(x) = 2 N(x | 0, scale^2)``."""
     _check_positive("HalfNormal scale", scale)
     return Prior(npd.HalfNormal(_f(scale)), shape=shape, ordered=ordered)
+
+
+def HalfCauchy(scale, shape=None, ordered: bool = False) -> Prior:
+    """Half-Cauchy on ``x > 0``: ``p(x) = 2 / (pi scale (1 + (x/scale)^2))``; the heavy-tailed
+    scale prior of the horseshoe (Carvalho, Polson & Scott 2010) and of hierarchical models
+    (Gelman 2006)."""
+    _check_positive("HalfCauchy scale", scale)
+    return Prior(npd.HalfCauchy(_f(scale)), shape=shape, ordered=ordered)
 
 
 def LogNormal(loc, scale, shape=None, ordered: bool = False) -> Prior:
