@@ -107,8 +107,13 @@ def _step_least_squares(parts: Callable, z, damping, scale):
     dz = jnp.linalg.lstsq(system, rhs)[0]
     grad = jac.T @ r + grad_g
     # G + lambda D need not be positive definite (e.g. an inferred noise level
-    # with a log-uniform prior): then solve the damped normal equations directly
-    dz_normal = jnp.linalg.solve(jtj + damped_g, -grad)
+    # with a log-uniform prior): then solve the damped normal equations directly.
+    # The barrier orders this LU after the Cholesky and SVD above: under vmap each is a
+    # batched LAPACK call that splits its batch over XLA's CPU thread pool and waits for
+    # the pieces, so two running at once can occupy every pool thread (2 on a 2-core
+    # machine) and wait for each other forever (jaxlib 0.10 ParallelBatchMap).
+    dz, normal_matrix = jax.lax.optimization_barrier((dz, jtj + damped_g))
+    dz_normal = jnp.linalg.solve(normal_matrix, -grad)
     dz = jnp.where(jnp.all(jnp.isfinite(chol)), dz, dz_normal)
     return dz, grad, jtj + hess_g, scale
 

@@ -150,8 +150,14 @@ def _solve(post: Posterior, z0, opt, max_steps: int, gtol: float, polish: bool, 
     if polish:
         # polish both the optimiser's end point and the raw start: L-BFGS can
         # wander on badly scaled problems where LM from the start does not
-        polish_one = jax.vmap(lambda z: lm.run(energy, z, parts, max_steps=polish_steps))
-        a, b = polish_one(z1), polish_one(z0)
+        # one batch, not two loops side by side: XLA's CPU runtime would run two
+        # independent loops at once, and their batched LAPACK calls can deadlock the
+        # thread pool (see levenberg_marquardt._step_least_squares)
+        polish_all = jax.vmap(lambda z: lm.run(energy, z, parts, max_steps=polish_steps))
+        both = polish_all(jnp.concatenate([z1, z0]))
+        n = z0.shape[0]
+        a = jax.tree_util.tree_map(lambda x: x[:n], both)
+        b = jax.tree_util.tree_map(lambda x: x[n:], both)
         take_b = b.energy < a.energy
         pick = lambda x, y: jnp.where(take_b.reshape(take_b.shape + (1,) * (x.ndim - 1)), y, x)
         best = jax.tree_util.tree_map(pick, a, b)
