@@ -10,7 +10,9 @@ prints a table, and writes ``DIR/summary.json``, ``DIR/posterior.nc`` (the
 selected model) and the problem's PNG figures.  Methods: ``laplace`` (multi-start
 MAP, Laplace free energy and draws), ``nuts`` (Laplace free energy, posterior by
 NUTS), ``smc`` and ``remc`` (posterior and free energy by tempered SMC or
-replica exchange).  ``--checkpoint DIR`` keeps one checkpoint per model there, so
+replica exchange).  A problem that is an estimator rather than a choice among
+models (``Problem.run``, e.g. a matrix factorisation) runs that instead, with the
+``--option`` keys, and writes its summary and figures.  ``--checkpoint DIR`` keeps one checkpoint per model there, so
 a killed run restarted with the same arguments resumes.  Errors are one line on
 stderr with exit status 2.
 """
@@ -106,12 +108,34 @@ def _figure_options(problem, options: dict) -> dict:
     return {k: options.pop(k) for k in list(options) if k in names}
 
 
+def _run_estimator(problem, args, data, options) -> int:
+    """A problem with its own estimator (``Problem.run``): no models, no free energies."""
+    if args.method is not None or args.select is not None:
+        raise ValueError(f"{problem.name} runs its own estimator; --method and --select do not apply")
+    try:
+        inspect.signature(problem.run).bind(data, None, None, **options)
+    except TypeError as err:
+        raise ValueError(f"{problem.name} does not take these options ({err})") from None
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    summary = problem.run(data, out, jax.random.key(args.seed), **options)
+    summary = {"problem": problem.name, "method": "estimator", "seed": args.seed, **summary,
+               "figures": [str(p) for p in summary.get("figures", [])]}
+    write_summary(out / "summary.json", summary)
+    print(f"{problem.name}: {data.meta.get('source', 'data')}")
+    print(summary.get("report", ""))
+    print(f"wrote {out / 'summary.json'}" + "".join(f", {p}" for p in summary["figures"]))
+    return 0
+
+
 def run(args) -> int:
     problem = load_problem(args.problem)
-    if args.method is None:
-        args.method = problem.default_method
     data = problem.load_data(Path(args.data)) if args.data else problem.default_data()
     options = _parse_options(args.option)
+    if problem.run is not None:
+        return _run_estimator(problem, args, data, options)
+    if args.method is None:
+        args.method = problem.default_method
     components = _parse_select(args.select)
     if components is not None:
         options["n_components"] = components

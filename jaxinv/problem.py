@@ -138,17 +138,24 @@ class Problem:
             (and starts NUTS chains from the Laplace approximation at that MAP).
         default_method: the ``jaxinv run`` method when ``--method`` is not given
             (``"laplace"``; ``"nuts"`` where the Laplace approximation does not hold).
+        run: for a problem whose answer is an estimator rather than a free-energy choice
+            among models (a matrix factorisation, a cross-validated classifier):
+            ``(dataset, out_dir, key, **options) -> summary`` fits it, writes its figures
+            into ``out_dir`` and returns a JSON-serialisable dict with a ``"report"`` text
+            and a ``"figures"`` list of paths.  ``jaxinv run`` then calls it (with the
+            ``--option`` keys) instead of fitting ``models``, which may be ``None``.
     """
 
     name: str
     description: str
-    models: Callable[..., dict[str, Model]]
+    models: Callable[..., dict[str, Model]] | None
     default_data: Callable[[], Dataset]
     load_data: Callable[[Path], Dataset]
     figures: Callable[..., list] | None = None
     n_components: Callable[[str], int | None] | None = None
     fit_options: Callable[[Dataset], dict] | None = None
     default_method: str = "laplace"
+    run: Callable[..., dict] | None = None
 
 
 def _entry_points():

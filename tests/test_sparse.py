@@ -154,7 +154,7 @@ def test_nmf_rank_chosen_by_cross_validation():
     rng = np.random.default_rng(5)
     X = rng.gamma(1.0, 1.0, (40, 3)) @ rng.gamma(1.0, 1.0, (3, 12))
     X = np.abs(X + 0.05 * rng.normal(size=X.shape))
-    sel = sparse.nmf_rank_cv(X, [1, 2, 3, 4], jax.random.PRNGKey(0), n_folds=4, n_starts=2)
+    sel = sparse.nmf_rank_cv(X, [1, 2, 3, 4], jax.random.key(0), n_folds=4, n_starts=2)   # typed key
     assert sel.best_rank == 3 and sel.rank_1se == 3
     assert sel.mean_error[2] < 0.5 * sel.mean_error[1]
 

@@ -240,7 +240,8 @@ def nmf_rank_cv(X, ranks, key, *, n_folds: int = 5, loss: str = "frobenius", max
     held = jnp.stack([(labels == f).astype(X.dtype) for f in range(n_folds)])
     errors = []
     for rank in ranks:
-        keys = jax.random.split(jax.random.fold_in(k_start, int(rank)), n_folds * n_starts).reshape(n_folds, n_starts, -1)
+        keys = jax.random.split(jax.random.fold_in(k_start, int(rank)), n_folds * n_starts)
+        keys = keys.reshape((n_folds, n_starts) + keys.shape[1:])        # raw (uint32) or typed keys
 
         def fold(held_out, fold_keys, rank=int(rank)):
             def start(k):
