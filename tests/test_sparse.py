@@ -209,3 +209,34 @@ def test_bad_inputs_are_named():
         sparse.nmf(np.ones((3, 3)), 1)
     with pytest.raises(ValueError, match="unknown sparsity prior"):
         sparse.sparse_regression_model(X, "spike")
+
+
+@pytest.mark.parametrize("alpha", [0.01, 0.05])
+def test_sparse_multinomial_logistic_matches_sklearn(alpha):
+    from sklearn.datasets import load_iris
+    from sklearn.linear_model import LogisticRegression
+
+    X, y = load_iris(return_X_y=True)
+    X = (X - X.mean(0)) / X.std(0)
+    n = len(y)
+    ours = sparse.multinomial_logistic(X, y, alpha)
+    sk = LogisticRegression(l1_ratio=1.0, C=1.0 / (n * alpha), solver="saga", tol=1e-12, max_iter=200_000).fit(X, y)
+    p = sk.predict_proba(X)
+    ref = -np.mean(np.log(p[np.arange(n), y])) + alpha * np.abs(sk.coef_).sum()
+    assert abs(float(ours.objective) - ref) <= RTOL * ref
+    np.testing.assert_allclose(sparse.predict_proba(ours, X), p, atol=1e-5)
+
+
+def test_classifier_cross_validation_and_group_penalty():
+    """The path starts with intercepts only; held-out accuracy rises along it; the group
+    penalty zeroes whole rows (an element for all classes or none)."""
+    from sklearn.datasets import load_iris
+
+    X, y = load_iris(return_X_y=True)
+    X = (X - X.mean(0)) / X.std(0)
+    cv = sparse.cross_validate_classifier(X, y, jax.random.key(0), n_alphas=12, penalty="group")
+    assert int(cv.n_selected[0]) == 0 and int(cv.n_selected[-1]) == 4
+    assert float(cv.mean_accuracy[0]) < 0.5 < 0.9 < float(jnp.max(cv.mean_accuracy))
+    for B in np.asarray(cv.path[0]):
+        rows = np.linalg.norm(B, axis=1)
+        assert np.all((rows == 0) | np.all(B != 0, axis=1))

@@ -9,10 +9,12 @@ from .bayesian import SparseLinear, horseshoe_global_scale, sparse_regression_mo
 from .fista import ProximalResult, fista
 from .linear import SparseRegression, elastic_net, group_lasso, lasso, multitask_lasso, penalised_least_squares
 from .path import CrossValidation, RegularisationPath, alpha_max, cross_validate, regularisation_path
+from .logistic import ClassifierCV, SparseClassifier, cross_validate_classifier, multinomial_logistic, predict_proba
 from .nmf import NMFResult, RankSelection, nmf, nmf_loss, nmf_rank_cv
 from .penalties import ElasticNet, GroupL1, L1, Penalty, soft_threshold
 
 __all__ = [
+    "ClassifierCV",
     "CrossValidation",
     "ElasticNet",
     "GroupL1",
@@ -22,20 +24,24 @@ __all__ = [
     "ProximalResult",
     "RankSelection",
     "RegularisationPath",
+    "SparseClassifier",
     "SparseLinear",
     "SparseRegression",
     "alpha_max",
     "cross_validate",
+    "cross_validate_classifier",
     "elastic_net",
     "fista",
     "group_lasso",
     "horseshoe_global_scale",
     "lasso",
+    "multinomial_logistic",
     "multitask_lasso",
     "nmf",
     "nmf_loss",
     "nmf_rank_cv",
     "penalised_least_squares",
+    "predict_proba",
     "regularisation_path",
     "soft_threshold",
     "sparse_regression_model",

@@ -58,28 +58,38 @@ def _strength(strength):
 
 
 class L1(Penalty):
-    """Lasso penalty ``strength * sum_j |x_j|`` (Tibshirani 1996); with ``positive=True``,
-    ``x >= 0`` is also imposed (the non-negative lasso: ``g = strength * sum_j x_j`` on
-    ``x >= 0``, ``+inf`` elsewhere)."""
+    """Lasso penalty ``strength * sum_j w_j |x_j|`` (Tibshirani 1996); with ``positive=True``,
+    ``x >= 0`` is also imposed (the non-negative lasso: ``g = strength * sum_j w_j x_j`` on
+    ``x >= 0``, ``+inf`` elsewhere).
 
+    ``weights`` ``w_j >= 0`` (default 1, an array of ``x``'s shape or broadcastable to it): 0
+    leaves a coefficient unpenalised (an intercept), other values give the adaptive lasso
+    (Zou 2006)."""
+
+    weights: jax.Array | float = 1.0
     positive: bool = eqx.field(static=True, default=False)
 
-    def __init__(self, strength, positive: bool = False):
+    def __init__(self, strength, positive: bool = False, weights=1.0):
+        w = np.asarray(weights, float) if not isinstance(weights, jax.core.Tracer) else weights
+        if isinstance(w, np.ndarray) and (not np.all(np.isfinite(w)) or np.any(w < 0)):
+            raise ValueError("L1 weights must be finite and >= 0")
         self.strength = _strength(strength)
         self.positive = bool(positive)
+        self.weights = jnp.asarray(w, jnp.result_type(float))
 
     def __call__(self, x):
-        return self.strength * (jnp.sum(x) if self.positive else jnp.sum(jnp.abs(x)))
+        return self.strength * (jnp.sum(self.weights * x) if self.positive else jnp.sum(self.weights * jnp.abs(x)))
 
     def prox(self, v, step):
+        threshold = step * self.strength * self.weights
         if self.positive:
-            return jnp.maximum(v - step * self.strength, 0.0)
-        return soft_threshold(v, step * self.strength)
+            return jnp.maximum(v - threshold, 0.0)
+        return soft_threshold(v, threshold)
 
     def critical_strength(self, gradient):
-        if self.positive:
-            return jnp.maximum(jnp.max(-gradient), 0.0)
-        return jnp.max(jnp.abs(gradient))
+        w = jnp.broadcast_to(self.weights, jnp.shape(gradient))
+        g = jnp.maximum(-gradient, 0.0) if self.positive else jnp.abs(gradient)
+        return jnp.max(jnp.where(w > 0, g / jnp.where(w > 0, w, 1.0), 0.0))
 
 
 class ElasticNet(Penalty):
