@@ -19,7 +19,8 @@ import numpy as np
 
 from .model import Model
 
-__all__ = ["Dataset", "Problem", "available_problems", "load_problem", "pick_grid", "read_table"]
+__all__ = ["Dataset", "LabelledTable", "Problem", "available_problems", "load_problem", "pick_grid",
+           "read_labelled_table", "read_table"]
 
 ENTRY_POINT_GROUP = "jaxinv.problems"
 
@@ -73,6 +74,61 @@ def read_table(path, columns: tuple[str, ...], n_optional: int = 0, min_rows: in
     if table.shape[0] < min_rows:
         raise ValueError(f"{path}: need at least {min_rows} rows, got {table.shape[0]}")
     return table
+
+
+@dataclass(frozen=True)
+class LabelledTable:
+    """A table read by :func:`read_labelled_table`.
+
+    Attributes:
+        header: the column names (label columns first).
+        labels: the label cells of every numeric row, ``(rows, label_columns)`` strings.
+        values: the numeric cells, ``(rows, columns - label_columns)``.
+        text_rows: ``{label: cells}`` of the rows kept as text (e.g. a ``unit`` row).
+    """
+
+    header: tuple
+    labels: list
+    values: np.ndarray
+    text_rows: dict
+
+
+def read_labelled_table(path, label_columns: int = 1, text_rows=(), min_rows: int = 1) -> LabelledTable:
+    """A comma-separated table with a header, ``label_columns`` text columns (a sample name,
+    a class, ...) and numeric cells, checked.
+
+    ``#`` comment lines and blank lines are skipped.  Rows whose first cell is in
+    ``text_rows`` (e.g. ``("unit",)``) are kept as text.  Errors name the file and the row:
+    missing or empty file, no data rows, wrong number of columns, a non-numeric cell.
+    Numeric cells may be NaN or infinite here; the problem's own checks say what is allowed.
+    """
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no such file: {path}")
+    import csv
+
+    rows = [r for r in csv.reader(path.read_text().splitlines()) if r and not r[0].lstrip().startswith("#")]
+    if len(rows) < 2:
+        raise ValueError(f"{path} has no data rows")
+    header = tuple(c.strip() for c in rows[0])
+    if len(header) <= label_columns:
+        raise ValueError(f"{path}: the header has no value columns after {label_columns} label column(s)")
+    labels, values, text = [], [], {}
+    for i, row in enumerate(rows[1:], start=2):
+        if len(row) != len(header):
+            raise ValueError(f"{path}: row {i} has {len(row)} columns, the header has {len(header)}")
+        first = row[0].strip()
+        if first in text_rows:
+            text[first] = [c.strip() for c in row[1:]]
+            continue
+        try:
+            values.append([float(c) for c in row[label_columns:]])
+        except ValueError:
+            raise ValueError(f"{path}: row {i} ({first!r}) has a non-numeric entry") from None
+        labels.append([c.strip() for c in row[:label_columns]])
+    if len(values) < min_rows:
+        raise ValueError(f"{path}: need at least {min_rows} data row(s), got {len(values)}")
+    return LabelledTable(header, labels, np.asarray(values, float).reshape(len(values), -1), text)
 
 
 def pick_grid(grid, indices=None) -> list[float]:

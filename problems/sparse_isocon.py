@@ -74,6 +74,7 @@ import numpy as np
 
 import jaxinv as ji
 from jaxinv import Dataset, Problem
+from jaxinv.problem import read_labelled_table
 
 DATA_FILE = "synthetic_alteration.csv"
 DEFAULT_SEED = 1986
@@ -186,35 +187,14 @@ def load_data(path: Path) -> Dataset:
     """A composition table (CSV): a header ``sample,<element>,...``, an optional ``unit`` row,
     a ``reference`` row (the protolith), one row per altered sample, and a
     ``relative_error`` row (sd of log concentration per element, e.g. 0.02 for 2 %)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"no such file: {path}")
-    rows = [r for r in csv.reader(path.read_text().splitlines()) if r and not r[0].lstrip().startswith("#")]
-    if not rows:
-        raise ValueError(f"{path} is empty")
-    header = [c.strip() for c in rows[0]]
-    elements = tuple(header[1:])
-    units, reference, altered, names, error = (), None, [], [], None
-    for i, row in enumerate(rows[1:], start=2):
-        if len(row) != len(header):
-            raise ValueError(f"{path}: row {i} has {len(row)} columns, the header has {len(header)}")
-        label = row[0].strip()
-        if label == "unit":
-            units = tuple(c.strip() for c in row[1:])
-            continue
-        try:
-            values = np.array([float(c) for c in row[1:]])
-        except ValueError:
-            raise ValueError(f"{path}: row {i} ({label!r}) has a non-numeric entry") from None
-        if label == "reference":
-            reference = values
-        elif label == "relative_error":
-            error = values
-        else:
-            names.append(label)
-            altered.append(values)
-    if reference is None or error is None or not altered:
+    table = read_labelled_table(path, text_rows=("unit",))
+    rows = {label[0]: v for label, v in zip(table.labels, table.values)}
+    names = [label[0] for label in table.labels if label[0] not in ("reference", "relative_error")]
+    if "reference" not in rows or "relative_error" not in rows or not names:
         raise ValueError(f"{path}: needs a 'reference' row, a 'relative_error' row and at least one altered sample")
+    elements, units = table.header[1:], tuple(table.text_rows.get("unit", ()))
+    reference, error = rows["reference"], rows["relative_error"]
+    altered = [rows[n] for n in names]
     return _dataset(IsoconData(elements, tuple(names), reference, np.vstack(altered), error, units),
                     {"source": str(path)})
 

@@ -39,6 +39,7 @@ import numpy as np
 
 import jaxinv as ji
 from jaxinv import Dataset, Problem
+from jaxinv.problem import read_labelled_table
 
 DATA_FILE = "synthetic_basalts.csv"
 DEFAULT_SEED = 2018
@@ -113,22 +114,8 @@ def write_default_data(path) -> None:
 def load_data(path: Path) -> Dataset:
     """A CSV with a header ``setting,<element>,...`` and one row per sample: the setting's name
     and concentrations (ppm, positive)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"no such file: {path}")
-    rows = [r for r in csv.reader(path.read_text().splitlines()) if r and not r[0].lstrip().startswith("#")]
-    if len(rows) < 2:
-        raise ValueError(f"{path} has no data rows")
-    header = [c.strip() for c in rows[0]]
-    names, X = [], []
-    for i, row in enumerate(rows[1:], start=2):
-        if len(row) != len(header):
-            raise ValueError(f"{path}: row {i} has {len(row)} columns, the header has {len(header)}")
-        names.append(row[0].strip())
-        try:
-            X.append([float(c) for c in row[1:]])
-        except ValueError:
-            raise ValueError(f"{path}: row {i} has a non-numeric concentration") from None
+    table = read_labelled_table(path)
+    header, names, X = table.header, [label[0] for label in table.labels], table.values
     settings = tuple(dict.fromkeys(names))
     labels = np.array([settings.index(n) for n in names])
     data = BasaltData(tuple(header[1:]), settings, np.asarray(X), labels)

@@ -41,6 +41,7 @@ import numpy as np
 
 import jaxinv as ji
 from jaxinv import Dataset, Problem
+from jaxinv.problem import read_labelled_table
 
 DATA_FILE = "synthetic_metapelites.csv"
 DEFAULT_SEED = 2018
@@ -114,27 +115,17 @@ def write_default_data(path) -> None:
 def load_data(path: Path) -> Dataset:
     """A CSV with a header ``sample,[zone,]<element>,...`` and one row per sample (the optional
     ``zone`` column: an integer metamorphic zone, lowest grade 0; empty where unknown)."""
-    path = Path(path)
-    if not path.is_file():
-        raise ValueError(f"no such file: {path}")
-    rows = [r for r in csv.reader(path.read_text().splitlines()) if r and not r[0].lstrip().startswith("#")]
-    if len(rows) < 2:
-        raise ValueError(f"{path} has no data rows")
-    header = [c.strip() for c in rows[0]]
-    has_zone = len(header) > 1 and header[1].lower() == "zone"
-    first = 2 if has_zone else 1
-    elements = tuple(header[first:])
-    names, zones, X = [], [], []
-    for i, row in enumerate(rows[1:], start=2):
-        if len(row) != len(header):
-            raise ValueError(f"{path}: row {i} has {len(row)} columns, the header has {len(header)}")
-        names.append(row[0].strip())
+    with_zone = read_labelled_table(path, label_columns=1)
+    has_zone = len(with_zone.header) > 1 and with_zone.header[1].lower() == "zone"
+    table = read_labelled_table(path, label_columns=2) if has_zone else with_zone
+    elements = tuple(table.header[2 if has_zone else 1:])
+    names = [label[0] for label in table.labels]
+    X = table.values
+    if has_zone:
         try:
-            X.append([float(c) for c in row[first:]])
-            if has_zone:
-                zones.append(int(row[1]) if row[1].strip() else -1)
+            zones = [int(label[1]) if label[1] else -1 for label in table.labels]
         except ValueError:
-            raise ValueError(f"{path}: row {i} has a non-numeric entry") from None
+            raise ValueError(f"{path}: the zone column must hold integers (or be empty)") from None
     units = tuple("ppm" if e in ("Rb", "Sr", "Zr", "Ba", "Y", "Nb", "Th", "Pb", "Ni", "Cr", "V") else "wt%" for e in elements)
     zone = np.asarray(zones) if has_zone and min(zones) >= 0 else None
     data = WholeRockData(elements, units, tuple(names), np.asarray(X), zone)
