@@ -25,8 +25,10 @@ to spheres), the same for every combination, so the free energies compare the hy
 and not their priors.  Kuster-Toksöz is a dilute scheme (valid for phi/alpha << 1 for thin
 pores); in the corner phi/alpha >~ 1 of the prior its shear modulus turns negative, and
 the moduli pass through a smooth floor at 1e-3 of the host's (:data:`MODULUS_FLOOR`), where
-the predicted velocities (~3 % of the host's) are rejected by any data.  The posterior of
-the embedded data lies at phi/alpha ~ 0.3.
+the predicted velocities (~3 % of the host's) are rejected by any data.  The embedded
+truth (phi = 0.02, alpha = 0.05) has crack density 3 phi / (4 pi alpha) ~ 0.1, the edge of
+the dilute regime: a self-consistent or differential scheme (not implemented) would give
+somewhat lower moduli there, so the inferred (phi, alpha) carry this model error too.
 
 Properties of the hypotheses (moduli K, G [GPa], density rho [g/cm^3], conductivity
 sigma [S/m]).  The rock moduli are derived as K = rho (Vp^2 - 4/3 Vs^2), G = rho Vs^2 from
@@ -73,7 +75,7 @@ from jaxinv.physics import rock_physics as rp
 
 #: host rocks: K, G [GPa], rho [g/cm^3], sigma [S/m] (module docstring: sources and status)
 LITHOLOGIES = {
-    "granite": {"k": 56.0728, "g": 34.344, "rho": 2.65, "sigma": 1e-4, "label": "felsic crust"},
+    "granite": {"k": 56.074, "g": 34.344, "rho": 2.65, "sigma": 1e-4, "label": "felsic crust"},
     "gabbro": {"k": 81.99, "g": 45.63, "rho": 3.00, "sigma": 1e-3, "label": "mafic lower crust"},
     "peridotite": {"k": 122.1, "g": 66.825, "rho": 3.30, "sigma": 1e-2, "label": "upper mantle"},
 }

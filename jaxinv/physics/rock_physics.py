@@ -5,7 +5,7 @@ All functions are pure ``jax.numpy`` (differentiable, ``jax.vmap``-able, broadca
 Units: moduli in GPa, densities in g/cm^3, so that velocities come out in km/s
 (1 GPa / (1 g/cm^3) = 1 km^2/s^2); conductivities in S/m.
 
-Elastic moduli: Kuster & Toksöz (1974, Geophysics 39(5), 587-606, eqs. 9-10 in the
+Elastic moduli: Kuster & Toksöz (1974, Geophysics 39(5), 587-606, in the
 form given by Mavko, Mukerji & Dvorkin, *The Rock Physics Handbook*, section 4.7) for a
 host (K_m, G_m) with a volume fraction phi of identical, randomly oriented spheroidal
 inclusions (K_i, G_i) of aspect ratio alpha (oblate: 0 < alpha <= 1; alpha = 1 sphere,
@@ -20,8 +20,11 @@ solved in closed form (x = phi (K_i - K_m) P / (K_m + 4/3 G_m), y = phi (G_i - G
 
     K_KT = (K_m + 4/3 G_m x) / (1 - x),     G_KT = (G_m + zeta_m y) / (1 - y).
 
-P and Q are Berryman's (1980, J. Acoust. Soc. Am. 68(6), 1809-1819, appendix; Mavko et al.
-Table 4.7.1 "general form") scalar factors of a spheroid, :func:`spheroid_pq`.
+P and Q are Berryman's (1980, "Long-wavelength propagation in composite elastic media II.
+Ellipsoidal inclusions", J. Acoust. Soc. Am. 68(6), 1820-1831) scalar factors of a spheroid,
+:func:`spheroid_pq`, as tabulated by Mavko et al. (section 4.7; the same expressions are in
+open implementations such as stoneforge's ``rock_physics/inclusion.py``).  Page ranges and
+handbook section numbers here are from memory, not re-checked.
 
 Validity.  Kuster-Toksöz is a *dilute* (non-interacting, non-self-consistent) scheme: the
 inclusions do not see each other.  It is valid for small porosity and, for thin pores, for
@@ -156,8 +159,7 @@ def spheroid_pq(k_m, g_m, k_i, g_i, alpha):
         F9 = A [(R - 1) f - R theta] + B theta (3 - 4R)
         P = F1 / F2,   Q = 1/5 [2/F3 + 1/F4 + (F4 F5 + F6 F7 - F8 F9)/(F2 F4)]
 
-    with ``theta, f`` from :func:`spheroid_theta_f` (Mavko et al. Table 4.7.1; Berryman
-    1980 appendix).  A fluid has ``G_i = 0``, a dry pore ``K_i = G_i = 0``."""
+    with ``theta, f`` from :func:`spheroid_theta_f` (Berryman 1980 II; Mavko et al. section 4.7).  A fluid has ``G_i = 0``, a dry pore ``K_i = G_i = 0``."""
     theta, f = spheroid_theta_f(alpha)
     a = g_i / g_m - 1.0
     b = (k_i / k_m - g_i / g_m) / 3.0
@@ -179,15 +181,15 @@ def spheroid_pq(k_m, g_m, k_i, g_i, alpha):
 
 
 def sphere_pq(k_m, g_m, k_i, g_i):
-    """P and Q of spheres (Mavko et al. Table 4.7.1): ``P = (K_m + 4/3 G_m)/(K_i + 4/3 G_m)``,
+    """P and Q of spheres (Berryman 1980; Mavko et al. section 4.7): ``P = (K_m + 4/3 G_m)/(K_i + 4/3 G_m)``,
     ``Q = (G_m + zeta_m)/(G_i + zeta_m)``."""
     z = zeta(k_m, g_m)
     return (k_m + 4.0 / 3.0 * g_m) / (k_i + 4.0 / 3.0 * g_m), (g_m + z) / (g_i + z)
 
 
 def penny_crack_pq(k_m, g_m, k_i, g_i, alpha):
-    """P and Q of penny-shaped cracks, the thin-spheroid limit (alpha << 1; Mavko et al.
-    Table 4.7.1, after Berryman 1980)::
+    """P and Q of penny-shaped cracks, the thin-spheroid limit (alpha << 1; Berryman 1980,
+    as tabulated in Mavko et al. section 4.7)::
 
         beta_m = G_m (3 K_m + G_m) / (3 K_m + 4 G_m)
         P = (K_m + 4/3 G_i) / (K_i + 4/3 G_i + pi alpha beta_m)
