@@ -101,7 +101,7 @@ def test_floor_changes_nothing_in_the_valid_range_and_keeps_velocities_finite():
     # the velocity finite, positive and near sqrt(floor) of the host's
     g = rp.kuster_toksoz(KM, GM, KF, 0.0, 0.3, 1e-3)[1]
     assert float(g) < 0
-    vp, vs = rp.seismic_velocities(KM, GM, RHOM, KF, RHOF, 0.3, 1e-3, floor=1e-3)
+    _, vs = rp.seismic_velocities(KM, GM, RHOM, KF, RHOF, 0.3, 1e-3, floor=1e-3)
     assert np.isfinite(float(vs)) and 0 < float(vs) < 0.1 * float(rp.velocities(KM, GM, RHOM)[1])
 
 

@@ -53,19 +53,19 @@ import jax
 import jax.numpy as jnp
 
 __all__ = [
-    "zeta",
-    "spheroid_theta_f",
-    "spheroid_pq",
-    "sphere_pq",
-    "penny_crack_pq",
-    "kuster_toksoz",
-    "hashin_shtrikman_moduli",
-    "mix_density",
-    "velocities",
-    "seismic_velocities",
-    "hashin_shtrikman_conductivity",
-    "hashin_shtrikman_upper",
     "archie",
+    "hashin_shtrikman_conductivity",
+    "hashin_shtrikman_moduli",
+    "hashin_shtrikman_upper",
+    "kuster_toksoz",
+    "mix_density",
+    "penny_crack_pq",
+    "seismic_velocities",
+    "sphere_pq",
+    "spheroid_pq",
+    "spheroid_theta_f",
+    "velocities",
+    "zeta",
 ]
 
 
