@@ -288,10 +288,13 @@ def figures(dec: Decomposition, data: WholeRockData, out_dir) -> list[Path]:
     return written
 
 
-def run(data: Dataset, out_dir, key, rank: int | None = None, n_clusters: int = 4, n_starts: int = 8) -> dict:
-    """``jaxinv run whole-rock-nmf``: decomposition, figures and a summary."""
+def run(data: Dataset, out_dir, key, rank: int | None = None, ranks=(2, 3, 4, 5, 6), n_clusters: int = 4,
+        n_starts: int = 8) -> dict:
+    """``jaxinv run whole-rock-nmf``: decomposition, figures and a summary (options: a fixed
+    ``rank``, the ``ranks`` cross-validated, ``n_clusters``, ``n_starts``)."""
     rock = data.x
-    dec = decompose(rock, key, rank=rank, n_clusters=n_clusters, n_starts=n_starts)
+    dec = decompose(rock, key, ranks=tuple(np.atleast_1d(ranks)), rank=rank, n_clusters=n_clusters,
+                    n_starts=n_starts)
     written = figures(dec, rock, out_dir) if out_dir is not None else []
     lines = ["rank  held-out error (mean ± se)"]
     for r, m, s in zip(dec.rank_selection.ranks, dec.rank_selection.mean_error, dec.rank_selection.standard_error):

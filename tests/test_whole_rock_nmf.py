@@ -14,7 +14,7 @@ from problems import whole_rock_nmf as wr
 
 def test_cli_recovers_rank_end_members_and_grade_component(tmp_path, capsys):
     out = tmp_path / "run"
-    assert main(["run", "whole-rock-nmf", "--out", str(out), "--quiet"]) == 0
+    assert main(["run", "whole-rock-nmf", "--out", str(out), "--option", "ranks=(3, 4, 5)", "--quiet"]) == 0
     assert "grade component" in capsys.readouterr().out
     summary = json.loads((out / "summary.json").read_text())
     assert summary["method"] == "estimator" and summary["rank"] == 4        # the true number of end-members
