@@ -126,7 +126,8 @@ def multinomial_logistic(X, y, alpha, *, n_classes: int | None = None, penalty: 
         fit_intercept: fit unpenalised per-class intercepts.
         sample_weight: ``w_i >= 0``.
         init: starting ``(B, b)`` (a warm start).
-        tol, max_iter: FISTA's stopping rule.
+        tol: FISTA's relative step tolerance.
+        max_iter: FISTA's iteration limit.
     """
     X, y, w, C = _check(X, y, n_classes, sample_weight, penalty)
     loss, lipschitz, pen, start = _problem(X, y, w, C, penalty, fit_intercept)

@@ -161,7 +161,9 @@ def nmf(X, n_components: int, key=None, *, init=None, loss: str = "frobenius", s
         loss: ``"frobenius"`` or ``"kl"``.
         solver: ``"mu"`` (multiplicative updates, any loss, mask allowed) or ``"hals"``.
         mask: 0/1 array of ``X``'s shape, 1 where ``X`` is observed.
-        tol, max_iter, check_every: the stopping rule (module docstring).
+        tol: stop when the loss falls by less than ``tol`` times the initial loss between checks.
+        max_iter: iteration limit.
+        check_every: iterations between checks of the loss.
     """
     X, mask = _check(X, n_components, loss, solver, mask, tol, max_iter, check_every)
     if init is None:

@@ -77,13 +77,18 @@ def regularisation_path(X, y, penalty: Penalty, alphas=None, *, n_alphas: int = 
     """Warm-started solutions of the penalised least-squares problem along ``alphas``.
 
     Args:
-        X, y: as :func:`~jaxinv.sparse.penalised_least_squares`.
+        X: design matrix ``(n, p)``.
+        y: response ``(n,)`` or ``(n, T)``.
         penalty: the penalty; its own strength is ignored (replaced by each alpha).
         alphas: the strengths (solved in the order given; give them decreasing for warm
             starts to help). Default: ``n_alphas`` values from ``alpha_max`` down to
             ``eps * alpha_max``, evenly spaced in ``log alpha``.
-        n_alphas, eps: the default grid.
-        fit_intercept, sample_weight, tol, max_iter: as :func:`~jaxinv.sparse.penalised_least_squares`.
+        n_alphas: number of strengths of the default grid.
+        eps: the default grid's smallest strength, as a fraction of ``alpha_max``.
+        fit_intercept: fit an unpenalised intercept.
+        sample_weight: ``w_i >= 0`` per sample (default 1).
+        tol: FISTA's relative step tolerance.
+        max_iter: FISTA's iteration limit per strength.
     """
     X, y, w = _check_design(X, y, sample_weight)
     alphas = _alphas(X, y, penalty, alphas, n_alphas, eps, fit_intercept, w)
@@ -146,14 +151,19 @@ def cross_validate(X, y, penalty: Penalty, key=None, *, n_folds: int = 5, folds=
     """Choose the regularisation strength by K-fold cross-validation.
 
     Args:
-        X, y: data, as :func:`~jaxinv.sparse.penalised_least_squares`.
+        X: design matrix ``(n, p)``.
+        y: response ``(n,)`` or ``(n, T)``.
         penalty: the penalty (its strength is ignored).
         key: PRNG key for a random assignment of samples to folds; ``None`` gives contiguous
             blocks of rows (scikit-learn's ``KFold`` without shuffling).
         n_folds: number of folds K.
         folds: explicit fold label per sample (overrides ``n_folds`` and ``key``).
         alphas: the strengths; default ``n_alphas`` from the full data's ``alpha_max`` down by ``eps``.
-        fit_intercept, tol, max_iter: as :func:`~jaxinv.sparse.penalised_least_squares`.
+        n_alphas: number of strengths of the default grid.
+        eps: the default grid's smallest strength, as a fraction of ``alpha_max``.
+        fit_intercept: fit an unpenalised intercept.
+        tol: FISTA's relative step tolerance.
+        max_iter: FISTA's iteration limit per strength.
     """
     X, y, _ = _check_design(X, y, None)
     labels, k = _fold_labels(X.shape[0], n_folds, key, folds)
