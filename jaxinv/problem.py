@@ -98,7 +98,8 @@ def read_labelled_table(path, label_columns: int = 1, text_rows=(), min_rows: in
     a class, ...) and numeric cells, checked.
 
     ``#`` comment lines and blank lines are skipped.  Rows whose first cell is in
-    ``text_rows`` (e.g. ``("unit",)``) are kept as text.  Errors name the file and the row:
+    ``text_rows`` (e.g. ``("unit",)``) are kept as text.  Errors name the file and the row
+    (its line number in the file):
     missing or empty file, no data rows, wrong number of columns, a non-numeric cell.
     Numeric cells may be NaN or infinite here; the problem's own checks say what is allowed.
     """
@@ -107,14 +108,16 @@ def read_labelled_table(path, label_columns: int = 1, text_rows=(), min_rows: in
         raise ValueError(f"no such file: {path}")
     import csv
 
-    rows = [r for r in csv.reader(path.read_text().splitlines()) if r and not r[0].lstrip().startswith("#")]
+    lines = [(number, line) for number, line in enumerate(path.read_text().splitlines(), start=1)
+             if line.strip() and not line.lstrip().startswith("#")]
+    rows = [(number, next(csv.reader([line]))) for number, line in lines]
     if len(rows) < 2:
         raise ValueError(f"{path} has no data rows")
-    header = tuple(c.strip() for c in rows[0])
+    header = tuple(c.strip() for c in rows[0][1])
     if len(header) <= label_columns:
         raise ValueError(f"{path}: the header has no value columns after {label_columns} label column(s)")
     labels, values, text = [], [], {}
-    for i, row in enumerate(rows[1:], start=2):
+    for i, row in rows[1:]:
         if len(row) != len(header):
             raise ValueError(f"{path}: row {i} has {len(row)} columns, the header has {len(header)}")
         first = row[0].strip()

@@ -188,6 +188,10 @@ def load_data(path: Path) -> Dataset:
     a ``reference`` row (the protolith), one row per altered sample, and a
     ``relative_error`` row (sd of log concentration per element, e.g. 0.02 for 2 %)."""
     table = read_labelled_table(path, text_rows=("unit",))
+    seen = [label[0] for label in table.labels]
+    repeated = sorted({n for n in seen if seen.count(n) > 1})
+    if repeated:
+        raise ValueError(f"{path}: repeated row name(s) {repeated}")
     rows = {label[0]: v for label, v in zip(table.labels, table.values)}
     names = [label[0] for label in table.labels if label[0] not in ("reference", "relative_error")]
     if "reference" not in rows or "relative_error" not in rows or not names:

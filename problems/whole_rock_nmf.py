@@ -115,19 +115,28 @@ def write_default_data(path) -> None:
 def load_data(path: Path) -> Dataset:
     """A CSV with a header ``sample,[zone,]<element>,...`` and one row per sample (the optional
     ``zone`` column: an integer metamorphic zone, lowest grade 0; empty where unknown)."""
-    with_zone = read_labelled_table(path, label_columns=1)
-    has_zone = len(with_zone.header) > 1 and with_zone.header[1].lower() == "zone"
-    table = read_labelled_table(path, label_columns=2) if has_zone else with_zone
+    path = Path(path)
+    first_line = next((line for line in (path.read_text().splitlines() if path.is_file() else [])
+                       if line.strip() and not line.lstrip().startswith("#")), "")
+    header = [c.strip().lower() for c in first_line.split(",")]
+    has_zone = len(header) > 1 and header[1] == "zone"
+    table = read_labelled_table(path, label_columns=2 if has_zone else 1)
     elements = tuple(table.header[2 if has_zone else 1:])
     names = [label[0] for label in table.labels]
     X = table.values
+    zone = None
     if has_zone:
+        cells = [label[1] for label in table.labels]
         try:
-            zones = [int(label[1]) if label[1] else -1 for label in table.labels]
+            zones = [int(c) for c in cells if c]
         except ValueError:
             raise ValueError(f"{path}: the zone column must hold integers (or be empty)") from None
+        if len(zones) == len(cells) and min(zones) >= 0:
+            zone = np.asarray(zones)
+        elif zones:
+            raise ValueError(f"{path}: {len(cells) - len(zones)} sample(s) have no zone; give every sample a "
+                             "non-negative zone, or leave the column empty for all")
     units = tuple("ppm" if e in ("Rb", "Sr", "Zr", "Ba", "Y", "Nb", "Th", "Pb", "Ni", "Cr", "V") else "wt%" for e in elements)
-    zone = np.asarray(zones) if has_zone and min(zones) >= 0 else None
     data = WholeRockData(elements, units, tuple(names), np.asarray(X), zone)
     return Dataset(x=data, y=data.compositions, meta={"source": str(path)})
 
@@ -197,19 +206,27 @@ def match_end_members(estimated, reference) -> tuple[tuple[int, ...], np.ndarray
     a = a / np.linalg.norm(a, axis=1, keepdims=True)
     b = b / np.linalg.norm(b, axis=1, keepdims=True)
     cos = a @ b.T
-    k = min(cos.shape)
+    if cos.shape[0] > cos.shape[1]:
+        raise ValueError(f"more estimated ({cos.shape[0]}) than reference ({cos.shape[1]}) end-members; "
+                         "match the other way round")
+    k = cos.shape[0]
     best = max(itertools.permutations(range(cos.shape[1]), k), key=lambda p: sum(cos[i, p[i]] for i in range(k)))
     return best, np.array([cos[i, best[i]] for i in range(k)])
 
 
+def _average_ranks(x) -> np.ndarray:
+    """Ranks with ties given their average rank (as Spearman's rho needs)."""
+    order = np.argsort(x, kind="stable")
+    ranks = np.empty(len(x))
+    ranks[order] = np.arange(len(x), dtype=float)
+    values, inverse = np.unique(x, return_inverse=True)
+    return (np.bincount(inverse, weights=ranks) / np.bincount(inverse))[inverse]
+
+
 def grade_component(dec: Decomposition, zone) -> tuple[int, float]:
     """The end-member whose share correlates best (Spearman) with the metamorphic zone."""
-    z = np.asarray(zone, float)
-    rank_z = np.argsort(np.argsort(z))
-    rhos = []
-    for j in range(dec.rank):
-        r = np.argsort(np.argsort(dec.fractions[:, j]))
-        rhos.append(float(np.corrcoef(r, rank_z)[0, 1]))
+    rank_z = _average_ranks(np.asarray(zone, float))
+    rhos = [float(np.corrcoef(_average_ranks(dec.fractions[:, j]), rank_z)[0, 1]) for j in range(dec.rank)]
     j = int(np.argmax(rhos))
     return j, rhos[j]
 

@@ -254,3 +254,13 @@ def test_classifier_cross_validation_and_group_penalty():
     for B in np.asarray(cv.path[0]):
         rows = np.linalg.norm(B, axis=1)
         assert np.all((rows == 0) | np.all(B != 0, axis=1))
+
+
+def test_folds_match_sklearn_kfold_when_n_is_not_a_multiple_and_bad_folds_are_named():
+    X, y = _data(8, n=62)
+    alphas = np.geomspace(1.0, 1e-2, 6)
+    sk = LassoCV(alphas=alphas, cv=KFold(5), tol=1e-14, max_iter=100_000).fit(X, y)
+    cv = sparse.cross_validate(X, y, sparse.L1(0.0), alphas=alphas, n_folds=5)
+    np.testing.assert_allclose(np.asarray(cv.fold_error).T, sk.mse_path_, rtol=RTOL)
+    with pytest.raises(ValueError, match="empty"):
+        sparse.cross_validate(X, y, sparse.L1(0.0), folds=np.where(np.arange(62) < 31, 0, 2))

@@ -50,3 +50,20 @@ def test_bad_input_is_named(tmp_path):
     bad.write_text("sample,SiO2,Al2O3\n")
     with pytest.raises(ValueError, match="no data rows"):
         wr.load_data(bad)
+
+
+def test_zone_column_may_be_empty_but_not_partly_missing(tmp_path):
+    rows = [f"s{i},,{60 + i % 7},{15 - i % 3}" for i in range(12)]
+    f = tmp_path / "rocks.csv"
+    f.write_text("sample,zone,SiO2,Al2O3\n# a comment line\n" + "\n".join(rows))
+    assert wr.load_data(f).x.zone is None
+    rows[3] = "s3,2,61,14"
+    f.write_text("sample,zone,SiO2,Al2O3\n" + "\n".join(rows))
+    with pytest.raises(ValueError, match="have no zone"):
+        wr.load_data(f)
+    rows = [f"s{i},{i % 4},{60 + i % 7},{15 - i % 3}" for i in range(12)]
+    rows[5] = "s5,1,sixty,15"
+    f.write_text("sample,zone,SiO2,Al2O3\n#\n" + "\n".join(rows))
+    with pytest.raises(ValueError, match="row 8"):                  # the file's line number
+        wr.load_data(f)
+    assert wr._average_ranks(np.array([3.0, 1.0, 1.0, 2.0])).tolist() == [3.0, 0.5, 0.5, 2.0]

@@ -2,7 +2,9 @@
 lasso) with regularisation paths and cross-validation, non-negative matrix factorisation, and
 Bayesian sparse regression through jaxinv's ordinary engines.
 
-Everything is a pure function over arrays, ``jit``-able and ``vmap``-able over datasets.
+The solvers (``fista``, the penalised regressions, paths, ``multinomial_logistic``, ``nmf``)
+are pure functions over arrays, ``jit``-able and ``vmap``-able over datasets; the
+cross-validation drivers run their folds as one ``vmap`` but take concrete keys and options.
 """
 
 from .bayesian import SparseLinear, horseshoe_global_scale, sparse_regression_model

@@ -140,7 +140,7 @@ def penalised_least_squares(X, y, penalty: Penalty, *, fit_intercept: bool = Tru
     x0 = jnp.zeros(shape, X.dtype) if init is None else jnp.asarray(init, X.dtype)
     if x0.shape != shape:
         raise ValueError(f"init must have the coefficients' shape {shape}, got {x0.shape}")
-    res = fista(_loss(data), penalty, x0, step_size=1.0 / jnp.maximum(data.lipschitz, 1e-300), tol=tol,
+    res = fista(_loss(data), penalty, x0, step_size=1.0 / jnp.maximum(data.lipschitz, jnp.finfo(X.dtype).tiny), tol=tol,
                 max_iter=max_iter)
     intercept = data.y_mean - data.x_mean @ res.x
     return SparseRegression(res.x, intercept, res.objective, res.n_iter, res.converged)

@@ -78,6 +78,10 @@ def _check(X, y, n_classes, sample_weight, penalty):
     w = jnp.ones(X.shape[0], X.dtype) if sample_weight is None else jnp.asarray(sample_weight, X.dtype)
     if w.shape != (X.shape[0],):
         raise ValueError(f"sample_weight must have shape ({X.shape[0]},), got {w.shape}")
+    if not isinstance(w, jax.core.Tracer):
+        wv = np.asarray(w)
+        if not np.all(np.isfinite(wv) & (wv >= 0)) or wv.sum() <= 0:
+            raise ValueError("sample_weight must be finite, >= 0 and not all zero")
     if penalty not in _PENALTIES:
         raise ValueError(f"unknown penalty {penalty!r}; choose one of {_PENALTIES}")
     return X, y, w, int(n_classes)

@@ -191,11 +191,10 @@ def nmf(X, n_components: int, key=None, *, init=None, loss: str = "frobenius", s
         n = n + 1
         check = n % check_every == 0
         current = lax.cond(check, lambda: nmf_loss(X, W, H, loss, mask), lambda: previous)
-        done = check & ((previous - current) <= tol * initial)
+        done = (tol > 0) & check & ((previous - current) <= tol * initial)
         return W, H, n, current, done
 
     W, H, n, _, done = lax.while_loop(cond, body, (W, H, jnp.asarray(0), initial, jnp.asarray(False)))
-    done = done & (tol > 0)
     return NMFResult(W, H, nmf_loss(X, W, H, loss, mask), n, done)
 
 
@@ -258,5 +257,5 @@ def nmf_rank_cv(X, ranks, key, *, n_folds: int = 5, loss: str = "frobenius", max
     mean = fold_error.mean(axis=1)
     se = fold_error.std(axis=1, ddof=1) / np.sqrt(n_folds)
     best = int(np.argmin(mean))
-    rank_1se = int(ranks[np.flatnonzero(mean <= mean[best] + se[best]).min()])
+    rank_1se = int(ranks[mean <= mean[best] + se[best]].min())
     return RankSelection(ranks, fold_error, mean, se, int(ranks[best]), rank_1se)

@@ -94,7 +94,7 @@ def regularisation_path(X, y, penalty: Penalty, alphas=None, *, n_alphas: int = 
     alphas = _alphas(X, y, penalty, alphas, n_alphas, eps, fit_intercept, w)
     data = _centre(X, y, w, fit_intercept)
     loss = _loss(data)
-    step = 1.0 / jnp.maximum(data.lipschitz, 1e-300)
+    step = 1.0 / jnp.maximum(data.lipschitz, jnp.finfo(X.dtype).tiny)
 
     def solve(coef, alpha):
         res = fista(loss, penalty.with_strength(alpha), coef, step_size=step, tol=tol, max_iter=max_iter)
@@ -135,11 +135,16 @@ def _fold_labels(n, n_folds, key, folds):
         labels = np.asarray(folds)
         if labels.shape != (n,) or not np.issubdtype(labels.dtype, np.integer) or labels.min() < 0:
             raise ValueError(f"folds must give a non-negative integer fold label per sample, shape ({n},)")
-        return labels, int(labels.max()) + 1
+        k = int(labels.max()) + 1
+        empty = np.flatnonzero(np.bincount(labels, minlength=k) == 0)
+        if k < 2 or empty.size:
+            raise ValueError(f"fold labels must run over 0..K-1 with K >= 2 and no empty fold; empty: {empty.tolist()}")
+        return labels, k
     if not 2 <= n_folds <= n:
         raise ValueError(f"n_folds must lie in [2, n_samples={n}], got {n_folds}")
     if key is None:
-        labels = np.arange(n) * n_folds // n              # contiguous blocks (scikit-learn's KFold)
+        # contiguous blocks, the first n % K one longer (scikit-learn's KFold without shuffling)
+        labels = np.repeat(np.arange(n_folds), n // n_folds + (np.arange(n_folds) < n % n_folds))
     else:
         labels = np.asarray(jax.random.permutation(key, np.arange(n) % n_folds))
     return labels, n_folds

@@ -118,7 +118,7 @@ class ElasticNet(Penalty):
 
     def critical_strength(self, gradient):
         g = jnp.maximum(jnp.max(-gradient), 0.0) if self.positive else jnp.max(jnp.abs(gradient))
-        return g / jnp.maximum(self.l1_ratio, 1e-300)
+        return g / jnp.maximum(self.l1_ratio, jnp.finfo(jnp.result_type(g)).tiny)
 
 
 class GroupL1(Penalty):
@@ -178,7 +178,8 @@ class GroupL1(Penalty):
     def prox(self, v, step):
         norms = self.group_norms(v)
         threshold = step * self.strength * self.weights
-        scale = jnp.maximum(1.0 - threshold / jnp.maximum(norms, 1e-300), 0.0)
+        safe = jnp.where(norms > 0, norms, 1.0)
+        scale = jnp.where(norms > 0, jnp.maximum(1.0 - threshold / safe, 0.0), 0.0)
         return v * scale[self.groups]
 
     def critical_strength(self, gradient):
