@@ -18,3 +18,20 @@ def _release_compiled_programs():
     where LLVM aborts mid-compile."""
     yield
     jax.clear_caches()
+
+
+# Files with the longest run (module fixtures that fit whole model sets, NUTS/REMC references),
+# measured with --durations on 2 cores.  pytest-xdist (--dist loadfile) hands files to the two
+# workers in collection order; starting with the longest ones keeps a long file from running
+# alone at the end (longest-processing-time-first scheduling).  Order within a file is kept.
+LONGEST_FIRST = (
+    "test_reaction_kinetics.py", "test_spectral_selection.py", "test_epma_mapping.py", "test_garnet_ptt.py",
+    "test_lotka_volterra.py", "test_map.py", "test_nmr_cli.py", "test_geofluid.py", "test_evidence.py",
+    "test_gmrf.py", "test_checkpoint.py", "test_pt_inclusions.py", "test_sparse.py", "test_sparse_isocon.py",
+    "test_drug_elimination.py", "test_free_energy_engines.py", "test_spectral_deconvolution.py",
+)
+
+
+def pytest_collection_modifyitems(config, items):
+    rank = {name: i for i, name in enumerate(LONGEST_FIRST)}
+    items.sort(key=lambda item: rank.get(Path(str(item.fspath)).name, len(rank)))
