@@ -19,6 +19,8 @@ soft thresholding for the group lasso (Yuan & Lin 2006); see Parikh & Boyd (2014
 
 from __future__ import annotations
 
+import abc
+
 import equinox as eqx
 import jax
 import jax.numpy as jnp
@@ -41,14 +43,17 @@ class Penalty(eqx.Module):
         """The same penalty with another regularisation strength."""
         return eqx.tree_at(lambda p: p.strength, self, jnp.asarray(strength, jnp.result_type(float)))
 
+    @abc.abstractmethod
     def __call__(self, x):
-        raise NotImplementedError
+        """The penalty's value ``g(x)``."""
 
+    @abc.abstractmethod
     def prox(self, v, step):
-        raise NotImplementedError
+        """``argmin_u step * g(u) + ||u - v||^2 / 2``."""
 
+    @abc.abstractmethod
     def critical_strength(self, gradient):
-        raise NotImplementedError
+        """The smallest strength at which ``x = 0`` is optimal, given ``grad f(0)``."""
 
 
 def _strength(strength):
