@@ -19,6 +19,7 @@ from .inference import (
     particle_smoother,
     sample,
 )
+from .batching import BatchResult, BatchSelection, batch, load_batch
 from .model import Model, Posterior
 from .problem import Dataset, Problem
 from .results import Result
@@ -27,6 +28,10 @@ from .selection import Selection, select
 __version__ = "0.1.0"
 
 __all__ = [
+    "batch",
+    "BatchResult",
+    "BatchSelection",
+    "load_batch",
     "clustering",
     "Dataset",
     "free_energy",

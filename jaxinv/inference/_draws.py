@@ -61,6 +61,21 @@ def feasible_prior_draws(post: Posterior, key, n: int, spare: int = 16) -> jax.A
     return jax.numpy.asarray(z)
 
 
+def feasible_prior_draws_traced(post: Posterior, key, n: int, spare: int = 16) -> jax.Array:
+    """:func:`feasible_prior_draws` as a pure function (``jit``/``vmap`` over datasets):
+    the same points when enough draws are feasible -- infeasible ones among the first
+    ``n`` replaced, in order, by the feasible ones among the ``spare * n`` further
+    draws; where too few are feasible the remaining points keep a non-finite energy
+    (the caller reports the dataset as failed instead of raising)."""
+    jnp = jax.numpy
+    z, energy = _draws_and_energies(post, key, n)
+    extra, extra_energy = _draws_and_energies(post, jax.random.fold_in(key, 1), spare * n)
+    bad = ~jnp.isfinite(energy)
+    order = jnp.argsort(~jnp.isfinite(extra_energy), stable=True)  # feasible spares first, in order
+    rank = jnp.clip(jnp.cumsum(bad) - 1, 0, spare * n - 1)
+    return jnp.where(bad[:, None], extra[order][rank], z)
+
+
 def nan_to_minus_inf(log_density):
     """``log_density`` with NaN (a forward model evaluated outside its domain) read as
     ``-inf``, i.e. zero density, so that samplers reject the point instead of propagating NaN."""

@@ -30,7 +30,7 @@ from ..results import Result
 from . import _derivatives
 from ._draws import constrain_draws
 
-__all__ = ["Laplace", "laplace"]
+__all__ = ["Laplace", "laplace", "laplace_arrays"]
 
 
 @functools.partial(jax.jit, static_argnums=3)
@@ -141,6 +141,24 @@ def _expand(post: Posterior, mode):
     return hessian, covariance, log_evidence, sd, positive_definite, post.constrain(mode)
 
 
+def _standard_errors(post: Posterior, sd) -> dict:
+    standard_errors, start = {}, 0
+    for name, shape in post.parameter_shapes().items():
+        size = math.prod(shape)
+        standard_errors[name] = jnp.reshape(sd[start : start + size], shape)
+        start += size
+    return standard_errors
+
+
+def laplace_arrays(post: Posterior, mode) -> Laplace:
+    """The numbers of :func:`laplace` as a pure function (``jit``/``vmap`` safe): no
+    warning, ``at_boundary`` left empty and no posterior attached (the batch layer adds
+    them on the host)."""
+    hessian, covariance, log_evidence, sd, _, _ = _expand(post, mode)
+    return Laplace(mode=mode, hessian=hessian, covariance=covariance, log_evidence=log_evidence,
+                   standard_errors=_standard_errors(post, sd))
+
+
 def laplace(post: Posterior, mode, boundary_params: dict | None = None) -> Laplace:
     """Laplace approximation of ``post`` at ``mode`` (a point in unconstrained space).
 
@@ -156,12 +174,7 @@ def laplace(post: Posterior, mode, boundary_params: dict | None = None) -> Lapla
             RuntimeWarning,
             stacklevel=2,
         )
-    sd = np.asarray(sd)
-    standard_errors, start = {}, 0
-    for name, shape in post.parameter_shapes().items():
-        size = math.prod(shape)
-        standard_errors[name] = jnp.asarray(sd[start : start + size].reshape(shape))
-        start += size
+    standard_errors = {k: jnp.asarray(np.asarray(v)) for k, v in _standard_errors(post, np.asarray(sd)).items()}
     params = at_mode if boundary_params is None else boundary_params
     at_boundary = tuple(name for name, prior in post.priors.items() if prior.at_boundary(params[name]))
     return Laplace(

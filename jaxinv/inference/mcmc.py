@@ -23,7 +23,7 @@ import numpy as np
 from ..model import Posterior
 from ..results import Result, _az
 from . import _checkpoint
-from ._draws import constrain_draws, feasible_prior_draws
+from ._draws import constrain_draws, feasible_prior_draws, feasible_prior_draws_traced
 from ._progress import report_progress
 
 __all__ = ["sample_hmc"]
@@ -262,3 +262,85 @@ def sample_hmc(
         stats[f"ess_bulk_{name}"] = jnp.asarray(ess_bulk[name])
         stats[f"ess_tail_{name}"] = jnp.asarray(ess_tail[name])
     return Result(params=params, method=method, sample_dims=2, stats=stats, observed=post.y)
+
+
+# -- many datasets (jaxinv.batch) ---------------------------------------------------------------
+def batch_adapter(post0: Posterior, method: str = "hmc", *, n_chains: int = 4, n_warmup: int = 1000,
+                  n_draws: int = 1000, num_integration_steps: int = 16, target_acceptance: float = 0.8,
+                  beta: float = 1.0, dense_mass: bool = False):
+    """``(trace, finish)`` for :func:`jaxinv.batch`: :func:`sample_hmc` as one pure function
+    of a posterior and a key (same keys, same draws as a single call), and a host step that
+    adds the convergence diagnostics of every dataset at once (ArviZ, the dataset axis
+    treated as one more parameter dimension).
+
+    Under ``vmap`` the datasets' chains run in lockstep: every NUTS iteration waits for
+    the deepest tree among them.  Static-path HMC (``"hmc"``, the batch default) spends
+    the same ``num_integration_steps`` gradients in every lane; ``stats["n_steps"]``
+    records what each lane used, from which :func:`jaxinv.batch` reports the lane
+    efficiency."""
+    _algorithm(method, num_integration_steps)
+    if not 0.0 < beta <= 1.0:
+        raise ValueError(f"beta must lie in (0, 1], got {beta}")
+    if n_chains < 1 or n_draws < 1 or n_warmup < 0:
+        raise ValueError("n_chains and n_draws must be >= 1 and n_warmup >= 0")
+    config = _Config(method, int(n_warmup), int(n_draws), int(num_integration_steps), float(target_acceptance),
+                     float(beta), bool(dense_mass))
+
+    return _HMCTrace(config, int(n_chains)), _with_diagnostics
+
+
+def _with_diagnostics(stacked: Result) -> Result:
+    stats = dict(stacked.stats)
+    stats.update(batch_diagnostics(stacked.params))
+    return Result(params=stacked.params, method=stacked.method, sample_dims=2, stats=stats)
+
+
+class _HMCTrace(eqx.Module):
+    """:func:`sample_hmc` as one pure function ``(post, key) -> Result`` (same keys)."""
+
+    config: _Config = eqx.field(static=True)
+    n_chains: int = eqx.field(static=True)
+
+    def __call__(self, post: Posterior, key) -> Result:
+        config, n_chains = self.config, self.n_chains
+        init_key, run_key = jax.random.split(key)
+        z0 = feasible_prior_draws_traced(post, init_key, n_chains)
+        warm_key, draw_key = jax.random.split(run_key)
+        chains = _warmup(post, config, jax.random.split(warm_key, n_chains), z0)
+        chains = _draw(post, config, jax.random.split(draw_key, n_chains), chains, jnp.asarray(config.n_draws))
+        params = jax.vmap(jax.vmap(post.constrain))(chains.position)
+        ok = jnp.all(jnp.isfinite(chains.energy)) & jnp.all(jnp.isfinite(z0))
+        stats = {"energy": chains.energy, "log_likelihood": chains.log_likelihood, "diverging": chains.diverging,
+                 "acceptance_rate": chains.acceptance, "n_steps": chains.n_steps,
+                 "step_size": chains.parameters["step_size"], "divergences": jnp.sum(chains.diverging), "ok": ok}
+        return Result(params={name: params[name] for name in post.names}, method=config.method, sample_dims=2,
+                      stats=stats)
+
+
+def batch_diagnostics(params: dict) -> dict:
+    """R-hat and bulk/tail ESS of draws ``{name: (datasets, chains, draws, ...)}``, per
+    dataset: ``rhat_max``, ``ess_min``, ``ess_tail_min`` (shape ``(datasets,)``) and per
+    parameter ``rhat_NAME``... (the worst element of each parameter)."""
+    az = _az()
+    moved = {k: np.moveaxis(np.asarray(v), 0, 2) for k, v in params.items()}  # (chains, draws, datasets, ...)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")
+        idata = az.from_dict(posterior=moved)
+        measures = {"rhat": az.rhat(idata), "ess_bulk": az.ess(idata, method="bulk"),
+                    "ess_tail": az.ess(idata, method="tail")}
+    out = {}
+    for label, ds in measures.items():
+        worst = np.nanmax if label == "rhat" else np.nanmin
+        per_param = []
+        for name in params:
+            values = np.asarray(ds[name].values)
+            values = values.reshape(values.shape[0], -1)  # (datasets, elements)
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore", RuntimeWarning)  # all-NaN (one chain)
+                per_param.append(worst(values, axis=1))
+            out[f"{label}_{name}"] = jnp.asarray(per_param[-1])
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore", RuntimeWarning)
+            out[{"rhat": "rhat_max", "ess_bulk": "ess_min", "ess_tail": "ess_tail_min"}[label]] = jnp.asarray(
+                worst(np.stack(per_param), axis=0))
+    return out

@@ -356,6 +356,58 @@ def _starts(post: Posterior, config: _Config, keys, betas, step_size):
     return jax.vmap(lambda k: _start(post, k, config, betas, step_size))(keys)
 
 
+def _make_config(post, n_replicas, n_tune, n_draws, betas, beta_min, adapt_ladder, scheme, local_kernel,
+                 n_local_steps, num_integration_steps, target_acceptance, evidence_estimator, n_batches, n_chains):
+    """Checked settings of :func:`sample_remc` and its ladder."""
+    if not post.is_proper:
+        raise ValueError("replica exchange samples the prior at beta = 0: every prior must be proper")
+    if evidence_estimator not in evidence.LADDER_ESTIMATORS:
+        raise ValueError(f"unknown evidence estimator {evidence_estimator!r}; available: {evidence.LADDER_ESTIMATORS}")
+    if n_draws < n_batches or n_chains < 1 or n_tune < 0:
+        raise ValueError(f"need n_draws >= n_batches ({n_batches}), n_chains >= 1, n_tune >= 0")
+    if betas is None:
+        betas = geometric_ladder(n_replicas, beta_min)
+    else:
+        betas = jnp.asarray(betas, dtype=jnp.result_type(float))
+        b = np.asarray(betas)
+        if b.ndim != 1 or b.size < 2 or b[0] != 0.0 or b[-1] != 1.0 or np.any(np.diff(b) <= 0):
+            raise ValueError("betas must increase strictly from 0 to 1")
+    if target_acceptance is None:
+        target_acceptance = 0.65 if local_kernel == "hmc" else 0.3
+    build_kernel(post.log_prior, post.log_likelihood, local_kernel, scheme)  # validates names
+    config = _Config(local_kernel, scheme, int(n_local_steps), int(num_integration_steps), int(n_tune), int(n_draws),
+                     float(target_acceptance), bool(adapt_ladder), _round_ends(int(n_tune)))
+    return config, betas
+
+
+def _summarise(runs: _Run, config: _Config, evidence_estimator: str, n_batches: int):
+    """``(log_z, log_z_se, stats)`` of finished runs (host side: the ladder estimators)."""
+    state = runs.state
+    ll = np.asarray(runs.log_likelihood)          # (chains, draws, R)
+    ladder = np.asarray(state.betas)               # (chains, R)
+    estimates = {name: evidence.ladder_evidence(ladder, ll, name, n_batches) for name in evidence.LADDER_ESTIMATORS}
+    log_z, log_z_se = estimates[evidence_estimator]
+    swap = np.asarray(runs.swap_probability)
+    swap_acceptance = np.nanmean(swap, axis=1)
+    trips = np.asarray(state.round_trips - runs.round_trips_at_start)
+    stats = {
+        "betas": state.betas,
+        "swap_acceptance": jnp.asarray(swap_acceptance),
+        "round_trips": jnp.asarray(trips),
+        "round_trip_rate": jnp.asarray(trips / config.n_draws),
+        "barrier": jnp.asarray(np.sum(1.0 - swap_acceptance, axis=-1)),
+        "step_size": jnp.exp(state.log_step_size),
+        "local_acceptance": jnp.asarray(np.mean(np.asarray(runs.local_acceptance), axis=1)),
+        "mean_log_likelihood": jnp.asarray(ll.mean(axis=1)),
+        "log_evidence_chains": jnp.asarray([evidence.ladder_evidence(ladder[c:c + 1], ll[c:c + 1], evidence_estimator,
+                                                                     n_batches)[0] for c in range(ll.shape[0])]),
+    }
+    for name, (value, se) in estimates.items():
+        stats[f"log_evidence_{name}"] = jnp.asarray(value)
+        stats[f"log_evidence_{name}_se"] = jnp.asarray(se)
+    return log_z, log_z_se, stats
+
+
 def sample_remc(
     post: Posterior,
     key,
@@ -414,24 +466,9 @@ def sample_remc(
         ``log_evidence_bridge``/``_se``, ``log_evidence_stepping_stone``/``_se``,
         ``log_evidence_chains`` and R-hat/ESS when ``n_chains > 1``.
     """
-    if not post.is_proper:
-        raise ValueError("replica exchange samples the prior at beta = 0: every prior must be proper")
-    if evidence_estimator not in evidence.LADDER_ESTIMATORS:
-        raise ValueError(f"unknown evidence estimator {evidence_estimator!r}; available: {evidence.LADDER_ESTIMATORS}")
-    if n_draws < n_batches or n_chains < 1 or n_tune < 0:
-        raise ValueError(f"need n_draws >= n_batches ({n_batches}), n_chains >= 1, n_tune >= 0")
-    if betas is None:
-        betas = geometric_ladder(n_replicas, beta_min)
-    else:
-        betas = jnp.asarray(betas, dtype=jnp.result_type(float))
-        b = np.asarray(betas)
-        if b.ndim != 1 or b.size < 2 or b[0] != 0.0 or b[-1] != 1.0 or np.any(np.diff(b) <= 0):
-            raise ValueError("betas must increase strictly from 0 to 1")
-    if target_acceptance is None:
-        target_acceptance = 0.65 if local_kernel == "hmc" else 0.3
-    build_kernel(post.log_prior, post.log_likelihood, local_kernel, scheme)  # validates names
-    config = _Config(local_kernel, scheme, int(n_local_steps), int(num_integration_steps), int(n_tune), int(n_draws),
-                     float(target_acceptance), bool(adapt_ladder), _round_ends(int(n_tune)))
+    config, betas = _make_config(post, n_replicas, n_tune, n_draws, betas, beta_min, adapt_ladder, scheme,
+                                 local_kernel, n_local_steps, num_integration_steps, target_acceptance,
+                                 evidence_estimator, n_batches, n_chains)
     init_key, run_key, _ = jax.random.split(key, 3)
     step_size = 0.5 * post.dim ** -0.25 if local_kernel == "hmc" else 2.38 / np.sqrt(post.dim)
     runs = _starts(post, config, jax.random.split(init_key, n_chains), betas, step_size)
@@ -449,30 +486,8 @@ def sample_remc(
             _checkpoint.save(checkpoint, fp, runs)
         report_progress(progress, int(jnp.min(runs.state.sweep)), total, "sweep ")
 
-    state = runs.state
-    ll = np.asarray(runs.log_likelihood)          # (chains, draws, R)
-    ladder = np.asarray(state.betas)               # (chains, R)
-    estimates = {name: evidence.ladder_evidence(ladder, ll, name, n_batches) for name in evidence.LADDER_ESTIMATORS}
-    log_z, log_z_se = estimates[evidence_estimator]
-    swap = np.asarray(runs.swap_probability)
-    swap_acceptance = np.nanmean(swap, axis=1)
-    trips = np.asarray(state.round_trips - runs.round_trips_at_start)
     params, _ = constrain_draws(post, runs.draws)
-    stats = {
-        "betas": state.betas,
-        "swap_acceptance": jnp.asarray(swap_acceptance),
-        "round_trips": jnp.asarray(trips),
-        "round_trip_rate": jnp.asarray(trips / n_draws),
-        "barrier": jnp.asarray(np.sum(1.0 - swap_acceptance, axis=-1)),
-        "step_size": jnp.exp(state.log_step_size),
-        "local_acceptance": jnp.asarray(np.mean(np.asarray(runs.local_acceptance), axis=1)),
-        "mean_log_likelihood": jnp.asarray(ll.mean(axis=1)),
-        "log_evidence_chains": jnp.asarray([evidence.ladder_evidence(ladder[c:c + 1], ll[c:c + 1], evidence_estimator,
-                                                                     n_batches)[0] for c in range(n_chains)]),
-    }
-    for name, (value, se) in estimates.items():
-        stats[f"log_evidence_{name}"] = jnp.asarray(value)
-        stats[f"log_evidence_{name}_se"] = jnp.asarray(se)
+    log_z, log_z_se, stats = _summarise(runs, config, evidence_estimator, n_batches)
     if n_chains > 1:
         from .mcmc import _diagnostics
 
@@ -482,3 +497,59 @@ def sample_remc(
         stats["ess_tail_min"] = jnp.asarray(min(ess_tail.values()))
     return Result(params=params, method="remc", sample_dims=2, log_evidence=jnp.asarray(log_z),
                   log_evidence_se=jnp.asarray(log_z_se), stats=stats, observed=post.y)
+
+
+# -- many datasets (jaxinv.batch) ---------------------------------------------------------------
+def batch_adapter(post0: Posterior, *, n_replicas: int = 24, n_chains: int = 2, n_tune: int = 2000,
+                  n_draws: int = 4000, betas=None, beta_min: float = 1e-4, adapt_ladder: bool = True,
+                  scheme: str = "deo", local_kernel: str = "hmc", n_local_steps: int = 3,
+                  num_integration_steps: int = 8, target_acceptance: float | None = None,
+                  evidence_estimator: str = "bridge", n_batches: int = 20):
+    """``(trace, finish)`` for :func:`jaxinv.batch`: :func:`sample_remc` as one pure function
+    (same keys and draws as a single call); the ladder estimators of the free energy run
+    on the host per dataset in ``finish``."""
+    config, ladder = _make_config(post0, n_replicas, n_tune, n_draws, betas, beta_min, adapt_ladder, scheme,
+                                  local_kernel, n_local_steps, num_integration_steps, target_acceptance,
+                                  evidence_estimator, n_batches, n_chains)
+    step_size = 0.5 * post0.dim ** -0.25 if local_kernel == "hmc" else 2.38 / np.sqrt(post0.dim)
+    trace = _REMCTrace(ladder, config, int(n_chains), float(step_size))
+
+    def finish(stacked: Result) -> Result:
+        runs = jax.tree.map(np.asarray, stacked.stats["_runs"])
+        per_dataset = []
+        for i in range(np.shape(runs.draws)[0]):
+            one = jax.tree.map(lambda x, i=i: x[i], runs)
+            per_dataset.append(_summarise(one, config, evidence_estimator, n_batches))
+        stats = {k: jnp.stack([jnp.asarray(s[2][k]) for s in per_dataset]) for k in per_dataset[0][2]}
+        stats["ok"] = stacked.stats["ok"]
+        if n_chains > 1:
+            from .mcmc import batch_diagnostics
+
+            d = batch_diagnostics(stacked.params)
+            stats.update({k: d[k] for k in ("rhat_max", "ess_min", "ess_tail_min")})
+        return Result(params=stacked.params, method="remc", sample_dims=2,
+                      log_evidence=jnp.asarray([s[0] for s in per_dataset]),
+                      log_evidence_se=jnp.asarray([s[1] for s in per_dataset]), stats=stats)
+
+    return trace, finish
+
+
+class _REMCTrace(eqx.Module):
+    """:func:`sample_remc` as one pure function ``(post, key) -> Result`` (same keys); the
+    raw runs go to ``stats["_runs"]`` for the host-side ladder estimators."""
+
+    ladder: jax.Array
+    config: _Config = eqx.field(static=True)
+    n_chains: int = eqx.field(static=True)
+    step_size: float = eqx.field(static=True)
+
+    def __call__(self, post: Posterior, key) -> Result:
+        config, n_chains = self.config, self.n_chains
+        init_key, run_key, _ = jax.random.split(key, 3)
+        runs = _starts(post, config, jax.random.split(init_key, n_chains), self.ladder, self.step_size)
+        runs = _advance(post, config, jax.random.split(run_key, n_chains), runs,
+                        jnp.asarray(config.n_tune + config.n_draws))
+        params = jax.vmap(jax.vmap(post.constrain))(runs.draws)
+        ok = jnp.all(jnp.isfinite(runs.log_likelihood))
+        return Result(params={name: params[name] for name in post.names}, method="remc", sample_dims=2,
+                      stats={"_runs": runs, "ok": ok})

@@ -343,6 +343,31 @@ def run(post: Posterior, key, config: _Config, n_particles: int, n_runs: int, ch
     return states
 
 
+def _make_config(post, n_particles, n_runs, kernel, variant, num_mcmc_steps, max_mcmc_steps, decorrelation,
+                 num_integration_steps, target_ess, target_acceptance, max_steps) -> _Config:
+    """Checked settings of :func:`sample_smc` (defaults filled in)."""
+    if kernel not in KERNELS:
+        raise ValueError(f"unknown SMC kernel {kernel!r}; available: {KERNELS}")
+    if variant not in VARIANTS:
+        raise ValueError(f"unknown SMC variant {variant!r}; available: {VARIANTS}")
+    if not post.is_proper:
+        raise ValueError("SMC starts from the prior: every prior must be proper (no Flat priors)")
+    if not 0.0 < target_ess < 1.0:
+        raise ValueError(f"target_ess must lie in (0, 1), got {target_ess}")
+    if n_particles < 2 or n_runs < 1:
+        raise ValueError("need n_particles >= 2 and n_runs >= 1")
+    if num_mcmc_steps is None:
+        num_mcmc_steps = 10 if variant == "waste_free" else (5 if kernel == "hmc" else 20)
+    if variant == "waste_free" and n_particles % num_mcmc_steps:
+        raise ValueError(f"waste-free SMC: num_mcmc_steps={num_mcmc_steps} must divide n_particles={n_particles}")
+    if target_acceptance is None:
+        target_acceptance = 0.65 if kernel == "hmc" else 0.3
+    if max_mcmc_steps is None:
+        max_mcmc_steps = 20 * num_mcmc_steps
+    return _Config(kernel, variant, int(num_mcmc_steps), int(max_mcmc_steps), float(decorrelation),
+                   int(num_integration_steps), float(target_ess), float(target_acceptance), int(max_steps))
+
+
 def sample_smc(
     post: Posterior,
     key,
@@ -398,26 +423,8 @@ def sample_smc(
         and step (moves used, and the correlation left after them); warns when
         that correlation stayed above ``LAGGING_CORRELATION``.
     """
-    if kernel not in KERNELS:
-        raise ValueError(f"unknown SMC kernel {kernel!r}; available: {KERNELS}")
-    if variant not in VARIANTS:
-        raise ValueError(f"unknown SMC variant {variant!r}; available: {VARIANTS}")
-    if not post.is_proper:
-        raise ValueError("SMC starts from the prior: every prior must be proper (no Flat priors)")
-    if not 0.0 < target_ess < 1.0:
-        raise ValueError(f"target_ess must lie in (0, 1), got {target_ess}")
-    if n_particles < 2 or n_runs < 1:
-        raise ValueError("need n_particles >= 2 and n_runs >= 1")
-    if num_mcmc_steps is None:
-        num_mcmc_steps = 10 if variant == "waste_free" else (5 if kernel == "hmc" else 20)
-    if variant == "waste_free" and n_particles % num_mcmc_steps:
-        raise ValueError(f"waste-free SMC: num_mcmc_steps={num_mcmc_steps} must divide n_particles={n_particles}")
-    if target_acceptance is None:
-        target_acceptance = 0.65 if kernel == "hmc" else 0.3
-    if max_mcmc_steps is None:
-        max_mcmc_steps = 20 * num_mcmc_steps
-    config = _Config(kernel, variant, int(num_mcmc_steps), int(max_mcmc_steps), float(decorrelation),
-                     int(num_integration_steps), float(target_ess), float(target_acceptance), int(max_steps))
+    config = _make_config(post, n_particles, n_runs, kernel, variant, num_mcmc_steps, max_mcmc_steps, decorrelation,
+                          num_integration_steps, target_ess, target_acceptance, max_steps)
     states = run(post, key, config, n_particles, n_runs, checkpoint, checkpoint_every, progress)
     log_z = np.asarray(states.log_evidence)
     unfinished = np.asarray(states.beta) < 1.0
@@ -456,3 +463,55 @@ def sample_smc(
         stats["ess_min"] = jnp.asarray(min(ess_bulk.values()))
     return Result(params=params, method="smc", sample_dims=2, log_evidence=jnp.asarray(log_evidence),
                   log_evidence_se=jnp.asarray(se), stats=stats, observed=post.y)
+
+
+# -- many datasets (jaxinv.batch) ---------------------------------------------------------------
+def batch_adapter(post0: Posterior, *, n_particles: int = 1000, n_runs: int = 4, kernel: str = "hmc",
+                  variant: str = "resample_move", num_mcmc_steps: int | None = None,
+                  max_mcmc_steps: int | None = None, decorrelation: float = 0.1, num_integration_steps: int = 8,
+                  target_ess: float = 0.5, target_acceptance: float | None = None, max_steps: int = 500):
+    """``(trace, finish)`` for :func:`jaxinv.batch`: :func:`sample_smc` as one pure function
+    (same keys and particles as a single call).  A run that did not reach beta = 1 marks
+    its dataset as failed (``stats["ok"]``) instead of raising."""
+    config = _make_config(post0, n_particles, n_runs, kernel, variant, num_mcmc_steps, max_mcmc_steps,
+                          decorrelation, num_integration_steps, target_ess, target_acceptance, max_steps)
+
+    return _SMCTrace(config, int(n_particles), int(n_runs)), _smc_diagnostics
+
+
+class _SMCTrace(eqx.Module):
+    """:func:`sample_smc` as one pure function ``(post, key) -> Result`` (same keys)."""
+
+    config: _Config = eqx.field(static=True)
+    n_particles: int = eqx.field(static=True)
+    n_runs: int = eqx.field(static=True)
+
+    def __call__(self, post: Posterior, key) -> Result:
+        config, n_particles, n_runs = self.config, self.n_particles, self.n_runs
+        init_key, run_key, draw_key = jax.random.split(key, 3)
+        states = jax.vmap(lambda k: init(post, k, n_particles, config.kernel, config.max_steps))(
+            jax.random.split(init_key, n_runs))
+        states = _advance(post, config, jax.random.split(run_key, n_runs), states, jnp.asarray(config.max_steps))
+        z = _final_draws(jax.random.split(draw_key, n_runs), states)
+        params = jax.vmap(jax.vmap(post.constrain))(z)
+        log_z = states.log_evidence
+        log_evidence = jax.scipy.special.logsumexp(log_z) - jnp.log(n_runs)
+        se = jnp.std(log_z, ddof=1) / jnp.sqrt(n_runs) if n_runs > 1 else jnp.asarray(jnp.nan, log_z.dtype)
+        ok = jnp.all(states.beta >= 1.0) & jnp.all(jnp.isfinite(log_z))
+        stats = {"log_evidence_runs": log_z, "n_temperatures": states.n_steps, "betas": states.betas,
+                 "increments": states.increments, "acceptance": states.acceptance, "mcmc_steps": states.moves,
+                 "move_correlation": states.correlation, "final_scale": states.scale, "ok": ok}
+        return Result(params={name: params[name] for name in post.names}, method="smc", sample_dims=2,
+                      log_evidence=log_evidence, log_evidence_se=se, stats=stats)
+
+
+def _smc_diagnostics(stacked: Result) -> Result:
+    """R-hat and ESS across the runs of every dataset (ArviZ, on the host)."""
+    if np.shape(next(iter(stacked.params.values())))[1] < 2:
+        return stacked
+    from .mcmc import batch_diagnostics
+
+    diagnostics = batch_diagnostics(stacked.params)
+    stats = {**stacked.stats, "rhat_max": diagnostics["rhat_max"], "ess_min": diagnostics["ess_min"]}
+    return Result(params=stacked.params, method="smc", sample_dims=2, log_evidence=stacked.log_evidence,
+                  log_evidence_se=stacked.log_evidence_se, stats=stats)

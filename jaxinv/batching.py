@@ -1,0 +1,752 @@
+"""Many inversions at once: one engine over a leading dataset axis, on one or many devices.
+
+``ji.batch(engine, model, Y, key, **engine_options)`` runs ``engine`` (``ji.map_estimate``,
+``ji.sample`` with any method, ``ji.svi``, ``ji.select``, or a user function
+``infer_one(post, key) -> pytree``) on every dataset ``Y[i]``:
+
+* **one compiled program** -- each engine provides a pure ``trace(post, key)`` (the same
+  computation as its single-dataset call, with the same keys), which is ``vmap``-ed over
+  the datasets of a chunk with the posterior built inside from the traced data;
+* **keys** ``fold_in(key, i)`` for the global dataset index ``i``: the same draws whatever
+  the chunking, device count or process layout (never keys from chunk-local indices);
+* **memory-bounded chunks** of ``chunk_size`` datasets (the last one padded, so one
+  compile serves all);
+* **devices**: with more than one device the chunk's dataset axis is split over a 1-D mesh
+  with ``jax.shard_map`` (``check_vma=False``) -- each device runs its own vmapped lanes with
+  no cross-device communication.  Measured on JAX 0.10 (``../shared/notes/batch-and-cluster.md``):
+  ``jit`` with ``NamedSharding`` auto-partitioning inserted an all-reduce into every
+  iteration of a vmapped sampler's while loops (~37x slower than one device), and
+  ``check_vma=True`` both breaks BlackJAX's ``cond`` and turns gradients of replicated
+  constants into silent cross-device sums.  ``pmap`` is not used;
+* **multi-host**: after ``jax.distributed.initialize()`` the mesh spans every process's
+  devices; each process feeds the rows of its own devices and gathers the results
+  (:mod:`jaxinv.cluster` has the launch recipes);
+* **failures are marked, never dropped**: a dataset whose data are invalid, whose engine
+  reports no finite answer (``stats["ok"]``) or whose parameters are non-finite is flagged
+  in ``failed`` with the reason in ``errors``; when a whole chunk raises (e.g. an ODE
+  solver error), its datasets are rerun one by one so that only the culprits fail;
+* **resumable**: with ``out=DIR`` each finished chunk is written atomically
+  (``chunk_NNNNNN.npz``) next to a manifest fingerprinting the run; a rerun after a kill
+  loads the finished chunks and computes only the missing ones.
+
+Samplers under ``vmap`` move in lockstep: every iteration costs the most expensive lane.
+``BatchResult.lane_efficiency`` reports the useful fraction of the gradient evaluations
+paid (for NUTS, the mean over lanes of the tree size divided by the largest one, per
+device shard); the batch default for ``ji.sample`` is therefore static-path HMC, whose
+lanes all take ``num_integration_steps`` gradients per iteration.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import math
+import os
+import tempfile
+import warnings
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Callable
+
+import equinox as eqx
+import jax
+import jax.numpy as jnp
+import numpy as np
+from jax.sharding import Mesh, NamedSharding, PartitionSpec
+
+from .inference._progress import report_progress
+from .model import Model, Posterior
+from .results import Result, summarize_draws
+
+__all__ = ["batch", "BatchResult", "BatchSelection", "load_batch"]
+
+_MANIFEST = "manifest.json"
+
+
+# ------------------------------------------------------------------------------- engines
+class _UserTrace(eqx.Module):
+    function: Callable = eqx.field(static=True)
+
+    def __call__(self, post, key):
+        return self.function(post, key)
+
+
+def _adapter(engine, post0: Posterior, options: dict) -> tuple[Callable, Callable, str]:
+    """``(trace, finish, name)`` of ``engine`` for a posterior shaped like ``post0``."""
+    from .inference.map import batch_adapter as map_adapter
+    from .inference.map import map_estimate
+    from .inference.sample import batch_adapter as sample_adapter
+    from .inference.sample import sample
+
+    if engine is map_estimate:
+        return (*map_adapter(post0, **options), "map")
+    if engine is sample:
+        options = dict(options)
+        method = options.pop("method", "hmc")
+        return (*sample_adapter(post0, method, **options), method)
+    svi = _svi_engine()
+    if svi is not None and engine is svi[0]:
+        return (*svi[1](post0, **options), "svi")
+    if callable(engine):
+        if options:
+            raise TypeError(f"options {sorted(options)} given for a user function; bind them with functools.partial")
+
+        return _UserTrace(engine), (lambda stacked: stacked), getattr(engine, "__name__", "custom")
+    raise TypeError(f"engine must be ji.map_estimate, ji.sample, ji.svi, ji.select or a function "
+                    f"(post, key) -> pytree; got {type(engine).__name__}")
+
+
+def _svi_engine():
+    try:
+        from .inference.svi import batch_adapter, svi
+    except ImportError:
+        return None
+    return svi, batch_adapter
+
+
+# ------------------------------------------------------------------------------- data
+def _n_datasets(Y) -> int:
+    leaves = jax.tree.leaves(Y)
+    if not leaves:
+        raise ValueError("Y holds no data")
+    sizes = {np.shape(leaf)[0] if np.ndim(leaf) else None for leaf in leaves}
+    if None in sizes:
+        raise ValueError("Y needs a leading dataset axis (got a scalar)")
+    if len(sizes) != 1:
+        raise ValueError(f"every leaf of Y needs the same number of datasets along axis 0, got {sorted(sizes)}")
+    n = sizes.pop()
+    if n == 0:
+        raise ValueError("Y holds no datasets (leading axis of length 0)")
+    return int(n)
+
+
+def _row(Y, i):
+    return jax.tree.map(lambda x: np.asarray(x)[i], Y)
+
+
+def _check_rows(model: Model, Y, n: int) -> list[str | None]:
+    """Per dataset ``None`` or the reason its data cannot be used."""
+    reasons: list[str | None] = [None] * n
+    leaves = [np.asarray(leaf) for leaf in jax.tree.leaves(Y)]
+    finite = np.ones(n, bool)
+    for leaf in leaves:
+        if leaf.dtype.kind in "fc":
+            finite &= np.isfinite(leaf.reshape(n, -1)).all(axis=1)
+    for i in np.flatnonzero(~finite):
+        reasons[i] = "data contain NaN or inf"
+    validate = model.likelihood.validate
+    for i in np.flatnonzero(finite):
+        try:
+            validate(model.likelihood.as_data(_row(Y, i)))
+        except ValueError as err:
+            reasons[i] = f"invalid data: {err}"
+    return reasons
+
+
+# ------------------------------------------------------------------------------- results
+@dataclass
+class BatchResult:
+    """Results of one engine over many datasets.
+
+    Attributes:
+        stacked: a :class:`~jaxinv.Result` whose every array has a leading dataset axis
+            (``params[name]`` is ``(n_datasets, *per_dataset_shape)``); failed datasets
+            hold NaN.
+        failed: ``(n_datasets,)`` bool.
+        errors: per dataset ``None`` or the reason it failed.
+        method: the engine's name.
+        lane_efficiency: useful / paid gradient evaluations of the vmapped sampler lanes
+            (1 for fixed-step kernels, NaN when not a gradient sampler).
+        n_devices: devices the datasets were spread over (all processes together).
+        model: the model (for ``result[i].laplace.sample`` and the like).
+        Y: the data.
+    """
+
+    stacked: Result
+    failed: np.ndarray
+    errors: list
+    method: str
+    lane_efficiency: float = float("nan")
+    n_devices: int = 1
+    model: Any = None
+    Y: Any = field(default=None, repr=False)
+
+    def __len__(self) -> int:
+        return int(self.failed.shape[0])
+
+    @property
+    def params(self) -> dict[str, np.ndarray]:
+        return self.stacked.params
+
+    @property
+    def log_evidence(self) -> np.ndarray:
+        return np.asarray(self.stacked.log_evidence)
+
+    @property
+    def free_energy(self) -> np.ndarray:
+        return -self.log_evidence
+
+    @property
+    def stats(self) -> dict:
+        return self.stacked.stats
+
+    def __getitem__(self, i: int) -> Result:
+        """The :class:`~jaxinv.Result` of dataset ``i`` (as the single-dataset engine gives it)."""
+        n = len(self)
+        if not -n <= i < n:
+            raise IndexError(f"dataset {i} out of range for a batch of {n}")
+        i = int(i) % n
+        one = jax.tree.map(lambda x: jnp.asarray(np.asarray(x)[i]), self.stacked)
+        observed = None if self.Y is None else jax.tree.map(jnp.asarray, _row(self.Y, i))
+        laplace = one.laplace
+        if laplace is not None and self.model is not None and observed is not None:
+            post = self.model.condition(observed)
+            params = one.params if one.sample_dims == 0 else post.constrain(laplace.mode)
+            at_boundary = tuple(k for k, p in post.priors.items() if p.at_boundary(params[k]))
+            laplace = type(laplace)(mode=laplace.mode, hessian=laplace.hessian, covariance=laplace.covariance,
+                                    log_evidence=laplace.log_evidence, standard_errors=laplace.standard_errors,
+                                    at_boundary=at_boundary, posterior=post)
+        stats = {k: v for k, v in one.stats.items() if not k.startswith("_")}
+        return Result(params=one.params, method=one.method, sample_dims=one.sample_dims,
+                      log_evidence=one.log_evidence, log_evidence_se=one.log_evidence_se, stats=stats,
+                      laplace=laplace, observed=observed)
+
+    def summary_table(self) -> list[dict]:
+        """One row per dataset: ``dataset``, ``failed``, ``error``, ``free_energy``,
+        ``free_energy_se``, per parameter element ``NAME[.j]_mean/_sd/_q05/_q95`` (draws) or
+        ``NAME[.j]`` and ``NAME[.j]_sd`` (MAP, Laplace sd), and the scalar diagnostics the
+        engine reports (``rhat_max``, ``ess_min``, ``divergences``, ``converged``, ...)."""
+        rows = []
+        stats = {k: np.asarray(v) for k, v in self.stacked.stats.items()
+                 if not k.startswith("_") and not isinstance(v, tuple) and np.ndim(v) == 1}
+        stats.pop("ok", None)
+        le = np.asarray(self.stacked.log_evidence) * np.ones(len(self))
+        le_se = np.asarray(self.stacked.log_evidence_se) * np.ones(len(self))
+        for i in range(len(self)):
+            row = {"dataset": i, "failed": bool(self.failed[i]), "error": self.errors[i] or "",
+                   "free_energy": float(-le[i]), "free_energy_se": float(le_se[i])}
+            for name, value in self.stacked.params.items():
+                value = np.asarray(value[i])
+                if self.stacked.sample_dims == 2:
+                    summary = summarize_draws(value)
+                    for label in _element_labels(name, value.shape[2:]):
+                        for stat in ("mean", "sd", "q05", "q95"):
+                            row[f"{label[0]}_{stat}"] = float(np.ravel(summary[stat])[label[1]])
+                else:
+                    sd = None
+                    if self.stacked.laplace is not None:
+                        sd = np.asarray(self.stacked.laplace.standard_errors[name][i])
+                    for label in _element_labels(name, value.shape):
+                        row[label[0]] = float(np.ravel(value)[label[1]])
+                        if sd is not None:
+                            row[f"{label[0]}_sd"] = float(np.ravel(sd)[label[1]])
+            for k, v in stats.items():
+                row[k] = v[i].item()
+            rows.append(row)
+        return rows
+
+    def write_table(self, path) -> Path:
+        """:meth:`summary_table` as CSV."""
+        import csv
+
+        rows = self.summary_table()
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        with open(path, "w", newline="") as f:
+            writer = csv.DictWriter(f, fieldnames=list(rows[0]))
+            writer.writeheader()
+            writer.writerows(rows)
+        return path
+
+    def save(self, path) -> Path:
+        """Write the batch as one netCDF file with a ``dataset`` dimension: group
+        ``posterior`` (``dataset, chain, draw, ...`` or ``dataset, ...`` for MAP),
+        ``stats`` (engine statistics), ``laplace`` (when present) and ``batch``
+        (``failed``, ``errors``, attributes ``method``, ``lane_efficiency``)."""
+        import xarray as xr
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        lead = ("dataset", "chain", "draw") if self.stacked.sample_dims == 2 else ("dataset",)
+
+        def dataset(arrays: dict, leading) -> xr.Dataset:
+            data = {}
+            for k, v in arrays.items():
+                v = np.asarray(v)
+                dims = leading[: v.ndim] + tuple(f"{k}_dim_{j}" for j in range(v.ndim - len(leading)))
+                data[k] = (dims, v)
+            return xr.Dataset(data)
+
+        stats = {k: v for k, v in self.stacked.stats.items() if not k.startswith("_")}
+        batch = xr.Dataset({"failed": (("dataset",), self.failed.astype(np.int8)),
+                            "log_evidence": (("dataset",), self.log_evidence * np.ones(len(self))),
+                            "log_evidence_se": (("dataset",),
+                                                np.asarray(self.stacked.log_evidence_se) * np.ones(len(self)))})
+        batch.attrs.update({"method": self.method, "lane_efficiency": float(self.lane_efficiency),
+                            "n_devices": int(self.n_devices), "sample_dims": int(self.stacked.sample_dims),
+                            "errors": json.dumps(self.errors)})
+        if path.exists():
+            path.unlink()
+        batch.to_netcdf(path, group="batch", engine="h5netcdf", mode="w")
+        dataset(self.stacked.params, lead).to_netcdf(path, group="posterior", engine="h5netcdf", mode="a")
+        dataset(stats, ("dataset",)).to_netcdf(path, group="stats", engine="h5netcdf", mode="a")
+        if self.stacked.laplace is not None:
+            lap = self.stacked.laplace
+            arrays = {"mode": lap.mode, "hessian": lap.hessian, "covariance": lap.covariance,
+                      "log_evidence": lap.log_evidence}
+            arrays.update({f"se_{k}": v for k, v in lap.standard_errors.items()})
+            dataset(arrays, ("dataset",)).to_netcdf(path, group="laplace", engine="h5netcdf", mode="a")
+        return path
+
+
+def _element_labels(name: str, shape) -> list[tuple[str, int]]:
+    size = math.prod(shape)
+    if size == 1 and len(shape) == 0:
+        return [(name, 0)]
+    return [(f"{name}.{j}", j) for j in range(size)]
+
+
+def load_batch(path) -> BatchResult:
+    """Read a :class:`BatchResult` written by :meth:`BatchResult.save` (without model and data)."""
+    import xarray as xr
+
+    from .inference.laplace import Laplace
+
+    path = Path(path)
+    if not path.is_file():
+        raise ValueError(f"no batch result file at {path}")
+    with xr.open_dataset(path, group="batch", engine="h5netcdf") as b:
+        b = b.load()
+    sample_dims = int(b.attrs["sample_dims"])
+    with xr.open_dataset(path, group="posterior", engine="h5netcdf") as p:
+        params = {k: jnp.asarray(v.values) for k, v in p.load().data_vars.items()}
+    with xr.open_dataset(path, group="stats", engine="h5netcdf") as s:
+        stats = {k: jnp.asarray(v.values) for k, v in s.load().data_vars.items()}
+    laplace = None
+    try:
+        with xr.open_dataset(path, group="laplace", engine="h5netcdf") as g:
+            arrays = {k: v.values for k, v in g.load().data_vars.items()}
+        laplace = Laplace(mode=jnp.asarray(arrays["mode"]), hessian=jnp.asarray(arrays["hessian"]),
+                          covariance=jnp.asarray(arrays["covariance"]),
+                          log_evidence=jnp.asarray(arrays["log_evidence"]),
+                          standard_errors={k[3:]: jnp.asarray(v) for k, v in arrays.items() if k.startswith("se_")})
+    except OSError:
+        pass
+    stacked = Result(params=params, method=str(b.attrs["method"]), sample_dims=sample_dims,
+                     log_evidence=jnp.asarray(b["log_evidence"].values),
+                     log_evidence_se=jnp.asarray(b["log_evidence_se"].values), stats=stats, laplace=laplace)
+    return BatchResult(stacked=stacked, failed=b["failed"].values.astype(bool), errors=json.loads(b.attrs["errors"]),
+                       method=str(b.attrs["method"]), lane_efficiency=float(b.attrs["lane_efficiency"]),
+                       n_devices=int(b.attrs["n_devices"]))
+
+
+# ------------------------------------------------------------------------------- chunk files
+def _fingerprint(name: str, key, options: dict, Y, n: int, chunk_size: int, post0: Posterior) -> str:
+    h = hashlib.sha256()
+    h.update(name.encode())
+    h.update(np.asarray(jax.random.key_data(key)).tobytes())
+    h.update(repr(sorted(options.items())).encode())
+    h.update(repr((n, chunk_size, post0.names, post0.dim)).encode())
+    for leaf in jax.tree.leaves(Y):
+        h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+    return h.hexdigest()
+
+
+def _open_store(out, fingerprint: str) -> Path:
+    out = Path(out)
+    out.mkdir(parents=True, exist_ok=True)
+    manifest = out / _MANIFEST
+    if manifest.exists():
+        found = json.loads(manifest.read_text()).get("fingerprint")
+        if found != fingerprint:
+            raise ValueError(f"{out} holds chunks of a different batch (other engine, options, key or data); "
+                             "remove it or choose another out=")
+    elif jax.process_index() == 0:
+        _atomic_write(manifest, json.dumps({"fingerprint": fingerprint}).encode())
+    return out
+
+
+def _atomic_write(path: Path, payload: bytes) -> None:
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
+    try:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+        os.replace(tmp, path)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise
+
+
+def _chunk_path(out: Path, c: int) -> Path:
+    return out / f"chunk_{c:06d}.npz"
+
+
+def _save_chunk(out: Path, c: int, leaves: list, errors: list) -> None:
+    import io
+
+    buffer = io.BytesIO()
+    np.savez(buffer, errors=np.asarray(json.dumps(errors)), **{f"leaf_{j}": x for j, x in enumerate(leaves)})
+    _atomic_write(_chunk_path(out, c), buffer.getvalue())
+
+
+def _load_chunk(out: Path, c: int, n_leaves: int):
+    path = _chunk_path(out, c)
+    if not path.exists():
+        return None
+    try:
+        with np.load(path) as data:
+            return [data[f"leaf_{j}"] for j in range(n_leaves)], json.loads(str(data["errors"]))
+    except (OSError, KeyError, EOFError, ValueError) as err:
+        raise ValueError(f"chunk file {path} cannot be read ({err}); remove it to recompute that chunk") from None
+
+
+# ------------------------------------------------------------------------------- runner
+def _mesh(devices) -> Mesh | None:
+    if len(devices) == 1:
+        return None
+    from jax.sharding import AxisType
+
+    return Mesh(np.asarray(devices), ("batch",), axis_types=(AxisType.Auto,))
+
+
+def _dataset_key(key, gid, model_slot):
+    """``fold_in(key, gid)``; for model ``j`` of ``M`` in a selection ``split(., M)[j]``."""
+    k = jax.random.fold_in(key, gid)
+    if model_slot is None:
+        return k
+    j, n_models = model_slot
+    return jax.random.split(k, n_models)[j]
+
+
+@eqx.filter_jit
+def _run_chunk_compiled(trace, model: Model, key, model_slot, mesh, gids, Y):
+    """One compiled program over a chunk: ``vmap`` of ``trace``, split over ``mesh`` by
+    ``shard_map`` when there is one.  The arguments other than arrays (the engine's
+    settings inside ``trace``, the mesh, the model's static parts) are hashed, so
+    repeated batches of the same engine reuse the compiled program."""
+
+    def one(gid, y):
+        return trace(model.condition(y), _dataset_key(key, gid, model_slot))
+
+    many = jax.vmap(one)
+    if mesh is None:
+        return many(gids, Y)
+    spec = PartitionSpec("batch")
+    return jax.shard_map(many, mesh=mesh, in_specs=spec, out_specs=spec, check_vma=False)(gids, Y)
+
+
+@eqx.filter_jit
+def _run_one_compiled(trace, model: Model, key, model_slot, gid, y):
+    return trace(model.condition(y), _dataset_key(key, gid, model_slot))
+
+
+def _place(mesh: Mesh | None, x):
+    if mesh is None:
+        return jnp.asarray(x)
+    sharding = NamedSharding(mesh, PartitionSpec("batch"))
+    if jax.process_count() == 1:
+        return jax.device_put(x, sharding)
+    x = np.asarray(x)
+    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+
+def _fetch(tree):
+    """Device outputs as numpy arrays on this host (gathered across processes)."""
+    if jax.process_count() > 1:
+        from jax.experimental import multihost_utils
+
+        tree = multihost_utils.process_allgather(tree, tiled=True)
+    return jax.tree.map(np.asarray, tree)
+
+
+def _lane_efficiency(n_steps: np.ndarray, n_shards: int) -> tuple[float, float]:
+    """``(useful, paid)`` gradient steps of a chunk's lanes ``(datasets, chains, draws)``:
+    within each device shard, every draw costs the largest tree among its lanes."""
+    useful = paid = 0.0
+    for shard in np.array_split(n_steps, n_shards, axis=0):
+        lanes = shard.reshape(-1, shard.shape[-1])  # (lanes, draws)
+        useful += float(lanes.sum())
+        paid += float(lanes.max(axis=0).sum() * lanes.shape[0])
+    return useful, paid
+
+
+def batch(engine, model, Y, key, *, chunk_size: int | None = None, devices=None, out=None, progress=None,
+          **options) -> BatchResult | BatchSelection:
+    """Run ``engine`` on every dataset of ``Y`` (leading axis), in compiled chunks.
+
+    Args:
+        engine: ``ji.map_estimate``, ``ji.sample`` (``method=`` any of its methods;
+            default ``"hmc"``, see the module docstring), ``ji.svi``, ``ji.select``
+            (then ``model`` is ``{name: Model}`` and ``method=`` names the engine of
+            each model's free energy), or a function ``infer_one(post, key) -> pytree``
+            that is pure (``jit``/``vmap``-able).
+        model: the :class:`~jaxinv.Model` every dataset shares (a dict of models for
+            ``ji.select``).
+        Y: data with a leading dataset axis: an array ``(n_datasets, *data_shape)``, or
+            for a :class:`~jaxinv.likelihoods.Joint` a dict of such arrays.
+        key: PRNG key; dataset ``i`` uses ``fold_in(key, i)``.
+        chunk_size: datasets per compiled call (memory bound); default all datasets in
+            one chunk, or 256 when ``out`` is given.  Rounded up to a multiple of the
+            number of devices.
+        devices: devices to spread each chunk over (default: every device of every
+            process, ``jax.devices()``).
+        out: directory for per-chunk result files; a rerun with the same arguments
+            resumes from them.
+        progress: ``callable(done, total)`` per finished chunk, or ``True`` for a line
+            on stderr.
+        **options: the engine's keyword arguments (e.g. ``n_starts``, ``n_draws``,
+            ``method``).
+
+    Returns:
+        A :class:`BatchResult` (a :class:`BatchSelection` for ``ji.select``).
+
+    Raises:
+        ValueError: ``Y`` without a leading dataset axis or of a shape the model does
+            not predict, every dataset invalid, or ``out`` holding another batch.
+    """
+    return _batch(engine, model, Y, key, None, chunk_size=chunk_size, devices=devices, out=out, progress=progress,
+                  **options)
+
+
+def _batch(engine, model, Y, key, model_slot, *, chunk_size=None, devices=None, out=None, progress=None, **options):
+    from .selection import select
+
+    if engine is select:
+        return _batch_select(model, Y, key, chunk_size=chunk_size, devices=devices, out=out, progress=progress,
+                             **options)
+    if not isinstance(model, Model):
+        raise TypeError(f"model must be a jaxinv Model, got {type(model).__name__}")
+    n = _n_datasets(Y)
+    reasons = _check_rows(model, Y, n)
+    good = [i for i in range(n) if reasons[i] is None]
+    if not good:
+        raise ValueError(f"no dataset can be used: {reasons[0]}")
+    post0 = model.condition(jax.tree.map(jnp.asarray, _row(Y, good[0])))
+    trace, finish, name = _adapter(engine, post0, options)
+    devices = list(jax.devices() if devices is None else devices)
+    n_dev = len(devices)
+    if chunk_size is None:
+        chunk_size = n if out is None else min(n, 256)
+    if chunk_size < 1:
+        raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
+    chunk_size = n_dev * math.ceil(chunk_size / n_dev)
+    mesh = _mesh(devices)
+
+    def f(gids, rows):
+        return _run_chunk_compiled(trace, model, key, model_slot, mesh, gids, rows)
+
+    def single(gid, y):
+        return _run_one_compiled(trace, model, key, model_slot, gid, y)
+
+    template = eqx.filter_eval_shape(single, jnp.asarray(0, jnp.int32), jax.tree.map(jnp.asarray, _row(Y, good[0])))
+    leaves_t, treedef = jax.tree.flatten(template)
+
+    # invalid rows are replaced by a valid one for the computation and marked afterwards
+    Y_run = jax.tree.map(lambda x: np.array(x, copy=True), Y)
+    for i in range(n):
+        if reasons[i] is not None:
+            Y_run = jax.tree.map(lambda x, i=i: _assign(x, i, np.asarray(x)[good[0]]), Y_run)
+
+    store = None
+    if out is not None:
+        store = _open_store(out, _fingerprint(name, key, {**options, "model_slot": model_slot}, Y, n, chunk_size, post0))
+
+    n_chunks = math.ceil(n / chunk_size)
+    outputs, useful, paid = [], 0.0, 0.0
+    for c in range(n_chunks):
+        ids = np.arange(c * chunk_size, min((c + 1) * chunk_size, n))
+        loaded = _load_chunk(store, c, len(leaves_t)) if store is not None else None
+        if loaded is not None:
+            leaves, errors = loaded
+        else:
+            leaves, errors = _run_chunk(f, single, Y_run, ids, chunk_size, mesh, treedef, leaves_t)
+            if store is not None and jax.process_index() == 0:
+                _save_chunk(store, c, leaves, errors)
+        for j, i in enumerate(ids):
+            if reasons[i] is None and errors[j] is not None:
+                reasons[i] = errors[j]
+        chunk = jax.tree.unflatten(treedef, leaves)
+        if isinstance(chunk, Result) and "n_steps" in chunk.stats and chunk.sample_dims == 2:
+            u, p = _lane_efficiency(np.asarray(chunk.stats["n_steps"]), n_dev)
+            useful, paid = useful + u, paid + p
+        outputs.append(leaves)
+        report_progress(progress, c + 1, n_chunks, "chunk ")
+    leaves = [np.concatenate([o[j] for o in outputs]) for j in range(len(leaves_t))]
+    stacked = jax.tree.unflatten(treedef, leaves)
+    if not isinstance(stacked, Result):
+        failed = np.array([r is not None for r in reasons])
+        _warn_failures(reasons, n)
+        return BatchResult(stacked=stacked, failed=failed, errors=reasons, method=name, n_devices=n_dev,
+                           model=model, Y=Y)
+    stacked = _in_order(stacked, post0.names)
+    ok = np.asarray(stacked.stats.get("ok", np.ones(n, bool))).astype(bool)
+    finite = np.ones(n, bool)
+    for v in stacked.params.values():
+        finite &= np.isfinite(np.asarray(v).reshape(n, -1)).all(axis=1)
+    for i in range(n):
+        if reasons[i] is None and not ok[i]:
+            reasons[i] = f"{name}: no finite answer (every start or chain at a non-finite energy)"
+        elif reasons[i] is None and not finite[i]:
+            reasons[i] = f"{name}: non-finite parameter values"
+    failed = np.array([r is not None for r in reasons])
+    stacked = _blank(stacked, failed)
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)
+        stacked = finish(stacked)
+    _warn_failures(reasons, n)
+    efficiency = useful / paid if paid > 0 else float("nan")
+    return BatchResult(stacked=stacked, failed=failed, errors=reasons, method=name, lane_efficiency=efficiency,
+                       n_devices=n_dev, model=model, Y=Y)
+
+
+def _in_order(result: Result, names) -> Result:
+    """Parameters in the model's order (pytree flattening sorts dict keys)."""
+    params = {k: result.params[k] for k in names if k in result.params}
+    laplace = result.laplace
+    if laplace is not None:
+        laplace = type(laplace)(mode=laplace.mode, hessian=laplace.hessian, covariance=laplace.covariance,
+                                log_evidence=laplace.log_evidence,
+                                standard_errors={k: laplace.standard_errors[k] for k in names
+                                                 if k in laplace.standard_errors})
+    return Result(params=params, method=result.method, sample_dims=result.sample_dims,
+                  log_evidence=result.log_evidence, log_evidence_se=result.log_evidence_se, stats=result.stats,
+                  laplace=laplace)
+
+
+def _warn_failures(reasons: list, n: int) -> None:
+    bad = [i for i, r in enumerate(reasons) if r is not None]
+    if bad:
+        warnings.warn(f"{len(bad)} of {n} datasets failed (see BatchResult.errors); first: dataset {bad[0]}: "
+                      f"{reasons[bad[0]]}", RuntimeWarning, stacklevel=3)
+
+
+def _assign(x, i, value):
+    x[i] = value
+    return x
+
+
+def _blank(stacked: Result, failed: np.ndarray) -> Result:
+    """NaN in the float arrays of failed datasets (their numbers mean nothing)."""
+    if not failed.any():
+        return stacked
+
+    def blank(x):
+        x = np.array(x, copy=True)
+        if x.dtype.kind == "f" and x.ndim >= 1 and x.shape[0] == failed.shape[0]:
+            x[failed] = np.nan
+        return x
+
+    return jax.tree.map(blank, stacked)
+
+
+def _run_chunk(f, single, Y, ids, chunk_size, mesh, treedef, leaves_t):
+    """Leaves of the outputs for datasets ``ids`` and their errors (``None`` when fine)."""
+    pad = chunk_size - ids.size
+    gids = np.concatenate([ids, np.full(pad, ids[0])]).astype(np.int32)
+    rows = jax.tree.map(lambda x: np.asarray(x)[gids], Y)
+    try:
+        result = f(_place(mesh, gids), jax.tree.map(lambda x: _place(mesh, x), rows))
+        leaves = [x[: ids.size] for x in jax.tree.leaves(_fetch(result))]
+        return leaves, [None] * ids.size
+    except Exception as err:  # noqa: BLE001 -- one bad dataset must not kill the batch
+        if ids.size == 1:
+            return _failed_leaves(leaves_t, 1), [_describe(err)]
+    # rerun one by one: only the datasets that raise fail
+    per, errors = [], []
+    for i in ids:
+        try:
+            out = _fetch(single(jnp.asarray(i, jnp.int32), jax.tree.map(lambda x, i=i: jnp.asarray(np.asarray(x)[i]), Y)))
+            per.append([x[None] for x in jax.tree.leaves(out)])
+            errors.append(None)
+        except Exception as err:  # noqa: BLE001
+            per.append(_failed_leaves(leaves_t, 1))
+            errors.append(_describe(err))
+    return [np.concatenate([p[j] for p in per]) for j in range(len(leaves_t))], errors
+
+
+def _failed_leaves(leaves_t, n: int) -> list:
+    out = []
+    for t in leaves_t:
+        dtype = np.dtype(t.dtype) if not jax.dtypes.issubdtype(t.dtype, jax.dtypes.prng_key) else np.uint32
+        fill = np.nan if dtype.kind in "fc" else 0
+        out.append(np.full((n,) + tuple(t.shape), fill, dtype=dtype))
+    return out
+
+
+def _describe(err: Exception) -> str:
+    """``Type: message`` in one line.  A runtime error raised inside compiled code
+    (``eqx.error_if``, Diffrax's ``throw=True``) carries its message inside a traceback
+    text; that message is what is kept."""
+    import re
+
+    text = str(err)
+    found = re.search(r"EquinoxRuntimeError: (.+)", text)
+    if found:
+        return f"EquinoxRuntimeError: {found.group(1).strip()}"[:300]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    lines = [line for line in lines if not line.startswith(("File ", "Traceback", "^", "-----"))] or [""]
+    return f"{type(err).__name__}: {lines[0]}"[:300]
+
+
+# ------------------------------------------------------------------------------- selection
+@dataclass
+class BatchSelection:
+    """Model selection over many datasets.
+
+    Attributes:
+        names: model names, in the order of the columns below.
+        free_energies: ``(n_datasets, n_models)`` F = -log p(y | model) (NaN where failed).
+        free_energy_se: its standard errors, same shape.
+        results: ``{name: BatchResult}``.
+    """
+
+    names: list
+    free_energies: np.ndarray
+    free_energy_se: np.ndarray
+    results: dict
+
+    @property
+    def selected(self) -> list:
+        """Per dataset the name of the model with the lowest free energy (``None`` if all failed)."""
+        out = []
+        for row in self.free_energies:
+            out.append(None if not np.isfinite(row).any() else self.names[int(np.nanargmin(row))])
+        return out
+
+    @property
+    def probabilities(self) -> np.ndarray:
+        """Posterior model probabilities ``(n_datasets, n_models)`` under equal prior odds."""
+        f = np.where(np.isfinite(self.free_energies), self.free_energies, np.inf)
+        f = f - f.min(axis=1, keepdims=True)
+        w = np.exp(-f)
+        return w / w.sum(axis=1, keepdims=True)
+
+
+def _batch_select(models, Y, key, *, method: str = "laplace", chunk_size=None, devices=None, out=None, progress=None,
+                  **options) -> BatchSelection:
+    """Dataset ``i``, model ``j`` (of ``M``) uses the key ``split(fold_in(key, i), M)[j]``: the same
+    as ``ji.select(models, Y[i], fold_in(key, i), method)`` gives that model."""
+    from .inference.map import map_estimate
+    from .inference.sample import sample
+
+    if not isinstance(models, dict) or not models:
+        raise TypeError("ji.batch(ji.select, ...) needs a non-empty dict {name: Model}")
+    estimators = {"laplace": (map_estimate, {}), "smc": (sample, {"method": "smc"}),
+                  "remc": (sample, {"method": "remc"}), "remc_bridge": (sample, {"method": "remc"}),
+                  "remc_ti": (sample, {"method": "remc", "evidence_estimator": "ti"}),
+                  "remc_stepping_stone": (sample, {"method": "remc", "evidence_estimator": "stepping_stone"})}
+    if method not in estimators:
+        raise ValueError(f"batched selection supports the free-energy methods {sorted(estimators)}, got {method!r}")
+    engine, fixed = estimators[method]
+    n_models = len(models)
+    results = {}
+    for j, (name, model) in enumerate(models.items()):
+        sub_out = None if out is None else Path(out) / f"model_{j}"
+        results[name] = _batch(engine, model, Y, key, (j, n_models), chunk_size=chunk_size,
+                               devices=devices, out=sub_out, progress=progress, **fixed, **options)
+    names = list(models)
+    f = np.stack([np.where(results[k].failed, np.nan, results[k].free_energy) for k in names], axis=1)
+    se = np.stack([np.asarray(results[k].stacked.log_evidence_se) * np.ones(len(results[k])) for k in names], axis=1)
+    return BatchSelection(names=names, free_energies=f, free_energy_se=se, results=results)
