@@ -54,6 +54,8 @@ class Result(eqx.Module):
         laplace: the Laplace approximation at the mode (MAP only).
         observed: the data the posterior was conditioned on: an array, or
             ``{measurement: array}`` for a :class:`~jaxinv.likelihoods.Joint`.
+        approximation: the fitted variational distribution (SVI only; see
+            :class:`jaxinv.inference.svi.Variational`); not saved by :meth:`save`.
     """
 
     params: dict[str, jax.Array]
@@ -64,6 +66,7 @@ class Result(eqx.Module):
     stats: dict[str, jax.Array] = eqx.field(default_factory=dict)
     laplace: Any = None
     observed: Any = None
+    approximation: Any = None
 
     @property
     def free_energy(self) -> jax.Array:
