@@ -6,7 +6,7 @@ Bayesian free energy for model selection.  See ``docs/`` and DESIGN.md.
 """
 
 from . import _config  # noqa: F401  (float64 by default; must run before any array is made)
-from . import clustering, likelihoods, priors, sparse
+from . import clustering, likelihoods, priors, sensitivity, sparse
 from ._config import precision, set_precision
 from .inference import (
     Laplace,
@@ -18,6 +18,7 @@ from .inference import (
     particle_filter,
     particle_smoother,
     sample,
+    svi,
 )
 from .batching import BatchResult, BatchSelection, batch, load_batch
 from .model import Model, Posterior
@@ -52,6 +53,8 @@ __all__ = [
     "precision",
     "priors",
     "sample",
+    "sensitivity",
+    "svi",
     "set_precision",
     "sparse",
 ]

@@ -196,7 +196,6 @@ BANANA = ji.Model(lambda p: jnp.atleast_1d(p["v"] + p["u"] ** 2),
 
 
 def test_flow_beats_fullrank_on_a_banana():
-    pytest.importorskip("flowjax")
     post = BANANA.condition(jnp.array([-1.0]))
     # reference by quadrature on a grid (the density is negligible outside it)
     u, v = np.linspace(-5, 5, 401), np.linspace(-12, 6, 601)

@@ -14,6 +14,7 @@ from .particle_smoother import StateSpaceModel, particle_filter, particle_smooth
 from .replica_exchange import sample_remc
 from .sample import sample
 from .smc import sample_smc
+from .svi import Variational, svi
 
 __all__ = [
     "Laplace",
@@ -33,4 +34,6 @@ __all__ = [
     "sample_remc",
     "sample_smc",
     "smc",
+    "svi",
+    "Variational",
 ]

@@ -527,6 +527,48 @@ def _init_from(post: Posterior, init, family: str, scale: float) -> SVIInit | No
     return SVIInit(loc.astype(dtype), scale * jnp.eye(dim, dtype=dtype))
 
 
+def _make_config(post, family, n_steps, n_elbo_samples, n_draws, learning_rate, schedule, optimizer, init_scale,
+                 stick_the_landing, flow_type, flow_layers, knots, interval, nn_width, nn_depth) -> SVIConfig:
+    """Checked settings of :func:`svi` (family-dependent defaults filled in)."""
+    if family not in FAMILIES:
+        raise ValueError(f"unknown SVI family {family!r}; available: {', '.join(FAMILIES)}")
+    if learning_rate is None:
+        learning_rate = 5e-3 if family == "flow" else 1e-2
+    if schedule is None:
+        schedule = "cosine" if family == "flow" else "constant"
+    if schedule not in SCHEDULES:
+        raise ValueError(f"unknown learning-rate schedule {schedule!r}; available: {', '.join(SCHEDULES)}")
+    if flow_type not in FLOW_TYPES:
+        raise ValueError(f"unknown flow_type {flow_type!r}; available: {', '.join(FLOW_TYPES)}")
+    for name, value, low in (("n_steps", n_steps, 1), ("n_elbo_samples", n_elbo_samples, 1),
+                             ("n_draws", n_draws, 30), ("flow_layers", flow_layers, 1), ("knots", knots, 1),
+                             ("nn_width", nn_width, 1), ("nn_depth", nn_depth, 0)):
+        if int(value) != value or value < low:
+            raise ValueError(f"{name} must be an integer >= {low}, got {value}")
+    for name, value in (("learning_rate", learning_rate), ("init_scale", init_scale), ("interval", interval)):
+        if not (np.isfinite(value) and value > 0):
+            raise ValueError(f"{name} must be positive and finite, got {value}")
+    if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
+        raise TypeError(f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}")
+    if family == "flow":
+        try:
+            import flowjax  # noqa: F401
+        except ImportError:
+            raise ImportError("family='flow' needs the optional dependency flowjax (pip install flowjax)") from None
+        if post.dim == 1 and flow_type == "coupling":
+            raise ValueError("a coupling flow needs at least 2 unconstrained coordinates; use "
+                             "flow_type='masked_autoregressive'")
+    if stick_the_landing is None:
+        stick_the_landing = family != "flow"
+    return SVIConfig(
+        family=family, n_steps=int(n_steps), n_elbo_samples=int(n_elbo_samples), n_draws=int(n_draws),
+        learning_rate=float(learning_rate), schedule=schedule, optimizer=optimizer,
+        stick_the_landing=bool(stick_the_landing), init_scale=float(init_scale), flow_type=flow_type,
+        flow_layers=int(flow_layers), knots=int(knots), interval=float(interval), nn_width=int(nn_width),
+        nn_depth=int(nn_depth),
+    )
+
+
 def svi(
     post: Posterior,
     key,
@@ -621,44 +663,65 @@ def svi(
     """
     if not isinstance(post, Posterior):
         raise TypeError(f"svi needs a jaxinv Posterior (model.condition(y)), got {type(post).__name__}")
-    if family not in FAMILIES:
-        raise ValueError(f"unknown SVI family {family!r}; available: {', '.join(FAMILIES)}")
-    if learning_rate is None:
-        learning_rate = 5e-3 if family == "flow" else 1e-2
-    if schedule is None:
-        schedule = "cosine" if family == "flow" else "constant"
-    if schedule not in SCHEDULES:
-        raise ValueError(f"unknown learning-rate schedule {schedule!r}; available: {', '.join(SCHEDULES)}")
-    if flow_type not in FLOW_TYPES:
-        raise ValueError(f"unknown flow_type {flow_type!r}; available: {', '.join(FLOW_TYPES)}")
-    for name, value, low in (("n_steps", n_steps, 1), ("n_elbo_samples", n_elbo_samples, 1),
-                             ("n_draws", n_draws, 30), ("flow_layers", flow_layers, 1), ("knots", knots, 1),
-                             ("nn_width", nn_width, 1), ("nn_depth", nn_depth, 0)):
-        if int(value) != value or value < low:
-            raise ValueError(f"{name} must be an integer >= {low}, got {value}")
-    for name, value in (("learning_rate", learning_rate), ("init_scale", init_scale), ("interval", interval)):
-        if not (np.isfinite(value) and value > 0):
-            raise ValueError(f"{name} must be positive and finite, got {value}")
-    if optimizer is not None and not isinstance(optimizer, optax.GradientTransformation):
-        raise TypeError(f"optimizer must be an optax.GradientTransformation, got {type(optimizer).__name__}")
-    if family == "flow":
-        try:
-            import flowjax  # noqa: F401
-        except ImportError:
-            raise ImportError("family='flow' needs the optional dependency flowjax (pip install flowjax)") from None
-        if post.dim == 1 and flow_type == "coupling":
-            raise ValueError("a coupling flow needs at least 2 unconstrained coordinates; use "
-                             "flow_type='masked_autoregressive'")
-    if stick_the_landing is None:
-        stick_the_landing = family != "flow"
-    config = SVIConfig(
-        family=family, n_steps=int(n_steps), n_elbo_samples=int(n_elbo_samples), n_draws=int(n_draws),
-        learning_rate=float(learning_rate), schedule=schedule, optimizer=optimizer,
-        stick_the_landing=bool(stick_the_landing), init_scale=float(init_scale), flow_type=flow_type,
-        flow_layers=int(flow_layers), knots=int(knots), interval=float(interval), nn_width=int(nn_width),
-        nn_depth=int(nn_depth),
-    )
+    config = _make_config(post, family, n_steps, n_elbo_samples, n_draws, learning_rate, schedule, optimizer,
+                          init_scale, stick_the_landing, flow_type, flow_layers, knots, interval, nn_width, nn_depth)
     start = _init_from(post, init, family, float(init_scale))
     run_key, resample_key = jax.random.split(key)
     out = _run_svi_jit(post, run_key, config, start)
     return finish_svi(post, out, config, key=resample_key, importance_resample=importance_resample)
+
+
+# -- many datasets (jaxinv.batch) ---------------------------------------------------------------
+def batch_adapter(post0: Posterior, family: str = "fullrank", *, n_steps: int = 2000, n_elbo_samples: int = 16,
+                  n_draws: int = 2000, learning_rate: float | None = None, schedule: str | None = None,
+                  optimizer: optax.GradientTransformation | None = None, init=None, init_scale: float = 0.1,
+                  importance_resample: bool = False, stick_the_landing: bool | None = None,
+                  flow_type: str = "masked_autoregressive", flow_layers: int = 4, knots: int = 8,
+                  interval: float = 5.0, nn_width: int = 32, nn_depth: int = 1):
+    """``(trace, finish)`` for :func:`jaxinv.batch`: :func:`run_svi` per dataset (the same
+    keys as :func:`svi`), then on the host the PSIS k-hat, the importance-sampling evidence
+    and its effective sample size of every dataset.  The fitted distributions are not kept
+    (a batch keeps draws and statistics); ``importance_resample`` is refused (resample
+    from ``stats["log_weights"]`` if needed)."""
+    if importance_resample:
+        raise ValueError("importance_resample is not available in a batch; the per-dataset log weights are in "
+                         "stats['log_weights']")
+    config = _make_config(post0, family, n_steps, n_elbo_samples, n_draws, learning_rate, schedule, optimizer,
+                          init_scale, stick_the_landing, flow_type, flow_layers, knots, interval, nn_width, nn_depth)
+    start = _init_from(post0, init, family, float(init_scale))
+    return _SVITrace(start, config, post0.is_proper), _psis_all
+
+
+class _SVITrace(eqx.Module):
+    """:func:`svi` as one pure function ``(post, key) -> Result`` (draws, ELBO, log weights)."""
+
+    start: Any
+    config: SVIConfig = eqx.field(static=True)
+    proper: bool = eqx.field(static=True)
+
+    def __call__(self, post: Posterior, key) -> Result:
+        run_key, _ = jax.random.split(key)
+        out = run_svi(post, run_key, self.config, self.start)
+        nan = jnp.asarray(jnp.nan, out.elbo_final.dtype)
+        ok = jnp.isfinite(out.elbo_final)
+        stats = {"elbo": out.elbo, "elbo_final": out.elbo_final, "log_weights": out.log_weights,
+                 "energy": out.energy, "ok": ok}
+        return Result(params={name: out.params[name] for name in post.names}, method="svi", sample_dims=2,
+                      log_evidence=out.elbo_final if self.proper else nan,
+                      log_evidence_se=out.elbo_se if self.proper else nan, stats=stats)
+
+
+def _psis_all(stacked: Result) -> Result:
+    log_w = np.asarray(stacked.stats["log_weights"])
+    khat, log_evidence_is, is_ess = [], [], []
+    for row in log_w:
+        weights, k, log_z = psis(row)
+        khat.append(k)
+        log_evidence_is.append(log_z)
+        is_ess.append(1.0 / np.sum(np.exp(weights) ** 2))
+    # NaN where the ELBO is (an improper prior: no evidence)
+    log_evidence_is = np.where(np.isnan(np.asarray(stacked.log_evidence)), np.nan, log_evidence_is)
+    stats = {**stacked.stats, "khat": jnp.asarray(khat), "is_ess": jnp.asarray(is_ess),
+             "log_evidence_is": jnp.asarray(log_evidence_is)}
+    return Result(params=stacked.params, method="svi", sample_dims=2, log_evidence=stacked.log_evidence,
+                  log_evidence_se=stacked.log_evidence_se, stats=stats)
