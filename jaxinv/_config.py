@@ -33,3 +33,8 @@ def precision() -> str:
 
 
 set_precision(os.environ.get("JAXINV_PRECISION", "float64"))
+
+# several processes, one program (see jaxinv.cluster): before anything touches a device
+from . import cluster as _cluster  # noqa: E402
+
+_cluster.initialize_from_env()

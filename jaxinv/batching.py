@@ -207,7 +207,7 @@ class BatchResult:
                                     log_evidence=laplace.log_evidence, standard_errors=laplace.standard_errors,
                                     at_boundary=at_boundary, posterior=post)
         stats = {k: v for k, v in one.stats.items() if not k.startswith("_")}
-        return Result(params=one.params, method=one.method, sample_dims=one.sample_dims,
+        return Result(params={k: one.params[k] for k in self.stacked.params}, method=one.method, sample_dims=one.sample_dims,
                       log_evidence=one.log_evidence, log_evidence_se=one.log_evidence_se, stats=stats,
                       laplace=laplace, observed=observed)
 
@@ -472,8 +472,8 @@ def _lane_efficiency(n_steps: np.ndarray, n_shards: int) -> tuple[float, float]:
     return useful, paid
 
 
-def batch(engine, model, Y, key, *, chunk_size: int | None = None, devices=None, out=None, progress=None,
-          **options) -> BatchResult | BatchSelection:
+def batch(engine, model, Y, key, *, chunk_size: int | None = None, devices=None, out=None, task=None,
+          progress=None, **options) -> BatchResult | BatchSelection:
     """Run ``engine`` on every dataset of ``Y`` (leading axis), in compiled chunks.
 
     Args:
@@ -494,6 +494,11 @@ def batch(engine, model, Y, key, *, chunk_size: int | None = None, devices=None,
             process, ``jax.devices()``).
         out: directory for per-chunk result files; a rerun with the same arguments
             resumes from them.
+        task: ``(task_id, n_tasks)``: compute only the chunks ``c`` with
+            ``c % n_tasks == task_id`` (needs ``out``), e.g. one task of a SLURM job
+            array (:func:`jaxinv.cluster.task_from_env`); datasets of other tasks'
+            chunks not yet on disk are marked "not computed".  When every task has
+            finished, a call without ``task`` loads all chunks and computes nothing.
         progress: ``callable(done, total)`` per finished chunk, or ``True`` for a line
             on stderr.
         **options: the engine's keyword arguments (e.g. ``n_starts``, ``n_draws``,
@@ -506,16 +511,23 @@ def batch(engine, model, Y, key, *, chunk_size: int | None = None, devices=None,
         ValueError: ``Y`` without a leading dataset axis or of a shape the model does
             not predict, every dataset invalid, or ``out`` holding another batch.
     """
-    return _batch(engine, model, Y, key, None, chunk_size=chunk_size, devices=devices, out=out, progress=progress,
-                  **options)
+    return _batch(engine, model, Y, key, None, chunk_size=chunk_size, devices=devices, out=out, task=task,
+                  progress=progress, **options)
 
 
-def _batch(engine, model, Y, key, model_slot, *, chunk_size=None, devices=None, out=None, progress=None, **options):
+def _batch(engine, model, Y, key, model_slot, *, chunk_size=None, devices=None, out=None, task=None, progress=None,
+           **options):
     from .selection import select
 
     if engine is select:
-        return _batch_select(model, Y, key, chunk_size=chunk_size, devices=devices, out=out, progress=progress,
-                             **options)
+        return _batch_select(model, Y, key, chunk_size=chunk_size, devices=devices, out=out, task=task,
+                             progress=progress, **options)
+    if task is not None:
+        task_id, n_tasks = (int(v) for v in task)
+        if out is None:
+            raise ValueError("task= splits the chunks between processes that share out=; give out")
+        if not 0 <= task_id < n_tasks:
+            raise ValueError(f"task must be (task_id, n_tasks) with 0 <= task_id < n_tasks, got {task}")
     if not isinstance(model, Model):
         raise TypeError(f"model must be a jaxinv Model, got {type(model).__name__}")
     n = _n_datasets(Y)
@@ -560,6 +572,9 @@ def _batch(engine, model, Y, key, model_slot, *, chunk_size=None, devices=None, 
         loaded = _load_chunk(store, c, len(leaves_t)) if store is not None else None
         if loaded is not None:
             leaves, errors = loaded
+        elif task is not None and c % n_tasks != task_id:
+            leaves = _failed_leaves(leaves_t, ids.size)
+            errors = [f"not computed by this task (chunk {c} belongs to task {c % n_tasks} of {n_tasks})"] * ids.size
         else:
             leaves, errors = _run_chunk(f, single, Y_run, ids, chunk_size, mesh, treedef, leaves_t)
             if store is not None and jax.process_index() == 0:
@@ -580,7 +595,6 @@ def _batch(engine, model, Y, key, model_slot, *, chunk_size=None, devices=None, 
         _warn_failures(reasons, n)
         return BatchResult(stacked=stacked, failed=failed, errors=reasons, method=name, n_devices=n_dev,
                            model=model, Y=Y)
-    stacked = _in_order(stacked, post0.names)
     ok = np.asarray(stacked.stats.get("ok", np.ones(n, bool))).astype(bool)
     finite = np.ones(n, bool)
     for v in stacked.params.values():
@@ -595,6 +609,7 @@ def _batch(engine, model, Y, key, model_slot, *, chunk_size=None, devices=None, 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         stacked = finish(stacked)
+    stacked = _in_order(stacked, post0.names)
     _warn_failures(reasons, n)
     efficiency = useful / paid if paid > 0 else float("nan")
     return BatchResult(stacked=stacked, failed=failed, errors=reasons, method=name, lane_efficiency=efficiency,
@@ -724,8 +739,8 @@ class BatchSelection:
         return w / w.sum(axis=1, keepdims=True)
 
 
-def _batch_select(models, Y, key, *, method: str = "laplace", chunk_size=None, devices=None, out=None, progress=None,
-                  **options) -> BatchSelection:
+def _batch_select(models, Y, key, *, method: str = "laplace", chunk_size=None, devices=None, out=None, task=None,
+                  progress=None, **options) -> BatchSelection:
     """Dataset ``i``, model ``j`` (of ``M``) uses the key ``split(fold_in(key, i), M)[j]``: the same
     as ``ji.select(models, Y[i], fold_in(key, i), method)`` gives that model."""
     from .inference.map import map_estimate
@@ -745,7 +760,7 @@ def _batch_select(models, Y, key, *, method: str = "laplace", chunk_size=None, d
     for j, (name, model) in enumerate(models.items()):
         sub_out = None if out is None else Path(out) / f"model_{j}"
         results[name] = _batch(engine, model, Y, key, (j, n_models), chunk_size=chunk_size,
-                               devices=devices, out=sub_out, progress=progress, **fixed, **options)
+                               devices=devices, out=sub_out, task=task, progress=progress, **fixed, **options)
     names = list(models)
     f = np.stack([np.where(results[k].failed, np.nan, results[k].free_energy) for k in names], axis=1)
     se = np.stack([np.asarray(results[k].stacked.log_evidence_se) * np.ones(len(results[k])) for k in names], axis=1)

@@ -4,6 +4,10 @@
     jaxinv run PROBLEM [--data PATH] [--method laplace|nuts|smc|remc] [--select 1..3]
                        [--seed N] [--out DIR] [--n-starts N] [--option KEY=VALUE ...]
                        [--draws N] [--tune N] [--checkpoint DIR] [--quiet]
+    jaxinv batch PROBLEM --data DIR_OR_FILE [--method laplace|hmc|nuts|smc|remc|svi]
+                         [--model NAME] [--select 1..3] [--layout rows|columns] [--x FILE]
+                         [--chunk-size N] [--seed N] [--out DIR] [--n-starts N] [--draws N]
+                         [--tune N] [--option KEY=VALUE ...] [--quiet]
 
 ``run`` fits every candidate model of the problem, compares their free energies,
 prints a table, and writes ``DIR/summary.json``, ``DIR/posterior.nc`` (the
@@ -15,6 +19,19 @@ models (``Problem.run``, e.g. a matrix factorisation) runs that instead, with th
 ``--option`` keys, and writes its summary and figures.  ``--checkpoint DIR`` keeps one checkpoint per model there, so
 a killed run restarted with the same arguments resumes.  Errors are one line on
 stderr with exit status 2.
+
+``batch`` inverts many datasets of one problem with :func:`jaxinv.batch`: every file (or
+sub-folder) of ``--data DIR`` read by the problem's reader, or every row (``--layout
+columns``: column) of an array file (``.npy``, ``.csv``, ``.txt``; the independent
+variable from ``--x FILE`` or the problem's embedded data).  The models are built from
+the first readable dataset (its ``x`` and the problem's data-dependent prior ranges);
+datasets recorded at other ``x`` or unreadable are marked failed, not fatal.  One model
+(``--model``, or a problem with one) is inverted by ``--method``; several are compared
+per dataset by their free energies (``laplace``, ``smc`` or ``remc``).  Writes
+``DIR/batch.nc`` (one model; netCDF with a ``dataset`` dimension) or one ``.nc`` per
+model plus ``DIR/selection.csv``, and ``DIR/summary.csv`` (one row per dataset).
+Finished chunks are kept in ``DIR/chunks``: a killed run restarted with the same
+arguments computes only the missing ones.
 """
 
 from __future__ import annotations
@@ -28,6 +45,7 @@ from pathlib import Path
 
 import equinox as eqx
 import jax
+import numpy as np
 
 from .problem import available_problems, load_problem
 from .report import format_table, summary_dict, write_summary
@@ -203,6 +221,171 @@ def run(args) -> int:
     return 0
 
 
+BATCH_METHODS = ("laplace", "hmc", "nuts", "smc", "remc", "svi")
+_ARRAY_SUFFIXES = (".npy", ".csv", ".txt", ".tsv", ".dat")
+
+
+def _read_array(path: Path):
+    if path.suffix == ".npy":
+        return np.load(path)
+    delimiter = "," if path.suffix == ".csv" else None
+    return np.loadtxt(path, delimiter=delimiter, ndmin=2)
+
+
+def _batch_datasets(problem, path: Path, layout: str, x_path) -> tuple[list, list, list]:
+    """``(datasets, labels, errors)``: one entry per dataset, ``None`` and a reason where it
+    could not be read."""
+    from .problem import Dataset
+
+    if not path.exists():
+        raise ValueError(f"no such file or folder: {path}")
+    if path.is_dir():
+        entries = sorted(p for p in path.iterdir() if not p.name.startswith("."))
+        if not entries:
+            raise ValueError(f"{path} holds no data files")
+        datasets, errors = [], []
+        for entry in entries:
+            try:
+                datasets.append(problem.load_data(entry))
+                errors.append(None)
+            except (ValueError, OSError, KeyError, IndexError) as err:
+                datasets.append(None)
+                errors.append(f"cannot read {entry.name}: {err}")
+        return datasets, [p.name for p in entries], errors
+    if path.suffix not in _ARRAY_SUFFIXES:
+        raise ValueError(f"{path}: a batch needs a folder of data files or an array file ({', '.join(_ARRAY_SUFFIXES)})")
+    table = np.asarray(_read_array(path), dtype=float)
+    if table.ndim != 2 or table.size == 0:
+        raise ValueError(f"{path}: expected a 2-D array (one dataset per {layout[:-1]}), got shape {table.shape}")
+    rows = table if layout == "rows" else table.T
+    x = np.asarray(_read_array(Path(x_path)), dtype=float).ravel() if x_path else problem.default_data().x
+    if np.shape(x)[0] != rows.shape[1]:
+        raise ValueError(f"{path}: each dataset has {rows.shape[1]} values but x has {np.shape(x)[0]}"
+                         + ("" if x_path else " (the embedded data's; give --x FILE)"))
+    datasets, errors = [], []
+    for i, y in enumerate(rows):
+        try:
+            datasets.append(Dataset(x=x, y=y, meta={"source": f"{path.name}[{i}]"}))
+            errors.append(None)
+        except ValueError as err:
+            datasets.append(None)
+            errors.append(f"{layout[:-1]} {i}: {err}")
+    return datasets, [f"{path.name}[{i}]" for i in range(len(rows))], errors
+
+
+def _write_rows(path: Path, rows: list[dict]) -> None:
+    import csv
+
+    fields = list(dict.fromkeys(k for row in rows for k in row))
+    with open(path, "w", newline="") as f:
+        writer = csv.DictWriter(f, fieldnames=fields)
+        writer.writeheader()
+        writer.writerows(rows)
+
+
+def run_batch(args) -> int:
+    from .batching import batch
+    from .inference.map import map_estimate
+    from .inference.sample import sample
+    from .inference.svi import svi
+
+    problem = load_problem(args.problem)
+    if problem.run is not None:
+        raise ValueError(f"{problem.name} runs its own estimator, not models; jaxinv batch needs models")
+    datasets, labels, errors = _batch_datasets(problem, Path(args.data), args.layout, args.x)
+    good = [i for i, d in enumerate(datasets) if d is not None]
+    if not good:
+        raise ValueError(f"no dataset could be read; first: {errors[0]}")
+    first = datasets[good[0]]
+    for i in good[1:]:
+        d = datasets[i]
+        if np.shape(d.x) != np.shape(first.x) or not np.allclose(d.x, first.x, rtol=1e-9, atol=0.0):
+            datasets[i], errors[i] = None, f"{labels[i]}: recorded at other x than {labels[good[0]]} (a batch shares x)"
+        elif np.shape(d.y) != np.shape(first.y):
+            datasets[i], errors[i] = None, f"{labels[i]}: {np.size(d.y)} values, the first dataset has {np.size(first.y)}"
+    options = _parse_options(args.option)
+    components = _parse_select(args.select)
+    if components is not None:
+        options["n_components"] = components
+    try:
+        inspect.signature(problem.models).bind(first, **options)
+    except TypeError as err:
+        raise ValueError(f"{problem.name} does not take these options ({err})") from None
+    models = problem.models(first, **options)
+    if args.model is not None:
+        if args.model not in models:
+            raise ValueError(f"{problem.name} has no model {args.model!r} (models: {', '.join(models)})")
+        models = {args.model: models[args.model]}
+    method = args.method or "laplace"
+    Y = np.stack([np.asarray(d.y, dtype=float) if d is not None else np.full(np.shape(first.y), np.nan)
+                  for d in datasets])
+    show = not args.quiet and sys.stderr.isatty()
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    key = jax.random.key(args.seed)
+    common = {"chunk_size": args.chunk_size, "out": out / "chunks", "progress": show}
+    _progress(show, f"{problem.name}: {len(Y)} datasets, {len(models)} model(s), {method}")
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore", RuntimeWarning)  # failures are in the table
+        if len(models) == 1:
+            (name, model), = models.items()
+            if method == "laplace":
+                res = batch(map_estimate, model, Y, key, n_starts=args.n_starts, **common)
+            elif method == "svi":
+                res = batch(svi, model, Y, key, n_draws=args.draws, **common)
+            else:
+                tune = {} if args.tune is None else {"n_tune" if method == "remc" else "n_warmup": args.tune}
+                size = {"smc": {"n_particles": max(args.draws // 4, 2)}}.get(method, {"n_draws": args.draws})
+                res = batch(sample, model, Y, key, method=method, **size, **tune, **common)
+            results = {name: res}
+        else:
+            if method not in ("laplace", "smc", "remc"):
+                raise ValueError(f"comparing {len(models)} models needs --method laplace, smc or remc "
+                                 f"(or --model NAME to invert one)")
+            engine_options = {"n_starts": args.n_starts} if method == "laplace" else {}
+            from .selection import select
+
+            sel = batch(select, models, Y, key, method=method, **engine_options, **common)
+            results = sel.results
+    for res in results.values():
+        for i, reason in enumerate(errors):
+            if reason is not None:
+                res.errors[i] = reason
+        res.failed[:] = [r is not None for r in res.errors]
+    written = []
+    if len(results) == 1:
+        (name, res), = results.items()
+        written.append(res.save(out / "batch.nc"))
+        rows = res.summary_table()
+        for row, label in zip(rows, labels):
+            row["source"] = label
+        _write_rows(out / "summary.csv", rows)
+        written.append(out / "summary.csv")
+        n_failed = int(res.failed.sum())
+    else:
+        rows = []
+        f = np.stack([np.where(results[k].failed, np.nan, results[k].free_energy) for k in results], axis=1)
+        for i, label in enumerate(labels):
+            row = {"dataset": i, "source": label, "error": errors[i] or ""}
+            finite = np.isfinite(f[i])
+            row["selected"] = list(results)[int(np.nanargmin(f[i]))] if finite.any() else ""
+            shifted = np.where(finite, f[i] - (np.nanmin(f[i]) if finite.any() else 0.0), np.inf)
+            prob = np.exp(-shifted) / np.sum(np.exp(-shifted)) if finite.any() else np.full(len(results), np.nan)
+            for j, name in enumerate(results):
+                row[f"F[{name}]"] = float(f[i, j])
+                row[f"p[{name}]"] = float(prob[j])
+            rows.append(row)
+        _write_rows(out / "selection.csv", rows)
+        written.append(out / "selection.csv")
+        for name, res in results.items():
+            written.append(res.save(out / f"{_file_name(name)}.nc"))
+        n_failed = int(np.sum(~np.isfinite(f).any(axis=1)))
+    print(f"{problem.name}: {len(labels)} datasets, {n_failed} failed ({method}; "
+          f"{next(iter(results.values())).n_devices} device(s))")
+    print("wrote " + ", ".join(str(p) for p in written))
+    return 0
+
+
 def list_problems(args) -> int:
     for name, description in available_problems().items():
         print(f"{name:24s} {description}")
@@ -233,6 +416,26 @@ def build_parser() -> argparse.ArgumentParser:
                    help="checkpoint folder for nuts/smc/remc: a killed run restarted with the same arguments resumes")
     r.add_argument("--quiet", action="store_true", help="no progress messages")
     r.set_defaults(func=run)
+    b = sub.add_parser("batch", help="invert many datasets of a problem at once (jaxinv.batch)")
+    b.add_argument("problem")
+    b.add_argument("--data", required=True,
+                   help="a folder with one dataset per file/sub-folder, or an array file with one per row")
+    b.add_argument("--method", default=None, choices=BATCH_METHODS, help="engine (default laplace)")
+    b.add_argument("--model", help="invert only this model of the problem")
+    b.add_argument("--select", help="component counts to compare, e.g. 1..3")
+    b.add_argument("--layout", choices=("rows", "columns"), default="rows",
+                   help="array file: one dataset per row (default) or per column")
+    b.add_argument("--x", help="array file: the independent variable (default: the embedded data's)")
+    b.add_argument("--chunk-size", type=int, default=None, help="datasets per compiled chunk (default 256)")
+    b.add_argument("--option", action="append", metavar="KEY=VALUE", help="problem option (repeatable)")
+    b.add_argument("--seed", type=int, default=0)
+    b.add_argument("--out", default="runs/batch", help="output folder")
+    b.add_argument("--n-starts", type=int, default=8, help="optimiser starts per dataset (laplace)")
+    b.add_argument("--draws", type=int, default=1000,
+                   help="draws per chain (hmc, nuts, remc), particles over 4 runs (smc), q draws (svi)")
+    b.add_argument("--tune", type=int, default=None, help="warmup steps / tuning sweeps (default: the engine's)")
+    b.add_argument("--quiet", action="store_true", help="no progress messages")
+    b.set_defaults(func=run_batch)
     return parser
 
 
