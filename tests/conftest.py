@@ -26,9 +26,10 @@ def _release_compiled_programs():
 # alone at the end (longest-processing-time-first scheduling).  Order within a file is kept.
 LONGEST_FIRST = (
     "test_reaction_kinetics.py", "test_spectral_selection.py", "test_epma_mapping.py", "test_garnet_ptt.py",
-    "test_lotka_volterra.py", "test_map.py", "test_nmr_cli.py", "test_geofluid.py", "test_evidence.py",
+    "test_batch.py", "test_lotka_volterra.py", "test_map.py", "test_nmr_cli.py", "test_geofluid.py", "test_evidence.py",
     "test_gmrf.py", "test_checkpoint.py", "test_pt_inclusions.py", "test_sparse.py", "test_sparse_isocon.py",
-    "test_drug_elimination.py", "test_free_energy_engines.py", "test_spectral_deconvolution.py",
+    "test_drug_elimination.py", "test_free_energy_engines.py", "test_spectral_deconvolution.py", "test_sensitivity.py",
+    "test_svi.py",
 )
 
 
