@@ -77,7 +77,7 @@ def horseshoe_global_scale(n_nonzero: float, n_features: int, n_samples: int, no
 
 def sparse_regression_model(X, prior: str = "laplace", *, noise=1.0, scale: float = 1.0, global_scale=None,
                             n_nonzero: float | None = None, slab_scale: float | None = None,
-                            intercept=None) -> Model:
+                            intercept=None, nonnegative: bool = False) -> Model:
     """A :class:`jaxinv.Model` of ``y ~ N(X b + b0, sigma^2)`` with a sparsity prior on ``b``.
 
     Args:
@@ -91,6 +91,9 @@ def sparse_regression_model(X, prior: str = "laplace", *, noise=1.0, scale: floa
         slab_scale: ``c`` of the regularised horseshoe.
         intercept: ``None`` for no intercept (centre ``y`` and ``X``), or a prior of ``b0``
             (``ji.priors.Flat()`` for the lasso-equivalent MAP; a proper prior for evidences).
+        nonnegative: coefficients ``b_j >= 0`` (amounts, phase fractions): the Laplace prior
+            becomes ``Exponential(1 / scale)`` (the non-negative lasso's), the horseshoe's
+            ``z_j ~ HalfNormal(1)``.
 
     Condition the model on ``y`` as any other: ``model.condition(y)``.
     """
@@ -104,7 +107,8 @@ def sparse_regression_model(X, prior: str = "laplace", *, noise=1.0, scale: floa
     n, p = X.shape
     forward = SparseLinear(X, prior, slab_scale, intercept is not None)
     if prior == "laplace":
-        coef_priors = {"coef": priors.Laplace(0.0, scale, shape=p)}
+        coef_priors = {"coef": priors.Exponential(1.0 / scale, shape=p) if nonnegative
+                       else priors.Laplace(0.0, scale, shape=p)}
     else:
         if global_scale is None:
             if n_nonzero is not None:
@@ -113,7 +117,8 @@ def sparse_regression_model(X, prior: str = "laplace", *, noise=1.0, scale: floa
                 global_scale = horseshoe_global_scale(n_nonzero, p, n, noise)
             else:
                 global_scale = 1.0
-        coef_priors = {"coef_std": priors.Normal(0.0, 1.0, shape=p),
+        coef_priors = {"coef_std": priors.HalfNormal(1.0, shape=p) if nonnegative
+                       else priors.Normal(0.0, 1.0, shape=p),
                        "local_scale": priors.HalfCauchy(1.0, shape=p),
                        "global_scale": priors.HalfCauchy(global_scale)}
     if intercept is not None:
