@@ -34,6 +34,11 @@ def test_cli_recovers_rank_end_members_and_grade_component(tmp_path, capsys):
     # an estimator problem has no models to choose a method for
     assert main(["run", "whole-rock-nmf", "--out", str(out), "--method", "nuts", "--quiet"]) == 2
     assert "--method" in capsys.readouterr().err
+    assert main(["run", "whole-rock-nmf", "--out", str(out), "--select", "1..3", "--quiet"]) == 2
+    assert "--select do not apply" in capsys.readouterr().err
+    # nor models for a batch
+    assert main(["batch", "whole-rock-nmf", "--data", str(out), "--out", str(out / "b"), "--quiet"]) == 2
+    assert "runs its own estimator" in capsys.readouterr().err
 
 
 def test_bad_input_is_named(tmp_path):
