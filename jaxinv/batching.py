@@ -38,6 +38,7 @@ lanes all take ``num_integration_steps`` gradients per iteration.
 
 from __future__ import annotations
 
+import dataclasses
 import hashlib
 import json
 import math
@@ -75,15 +76,25 @@ def _adapter(engine, post0: Posterior, options: dict) -> tuple[Callable, Callabl
     """``(trace, finish, name)`` of ``engine`` for a posterior shaped like ``post0``."""
     from .inference.map import batch_adapter as map_adapter
     from .inference.map import map_estimate
+    from .inference.mcmc import sample_hmc
+    from .inference.replica_exchange import sample_remc
     from .inference.sample import batch_adapter as sample_adapter
     from .inference.sample import sample
+    from .inference.smc import sample_smc
 
     if engine is map_estimate:
         return (*map_adapter(post0, **options), "map")
-    if engine is sample:
+    if engine in (sample, sample_hmc, sample_smc, sample_remc):
         options = dict(options)
-        method = options.pop("method", "hmc")
+        default = {sample: "hmc", sample_hmc: "nuts", sample_smc: "smc", sample_remc: "remc"}[engine]
+        method = options.pop("method", default)
         return (*sample_adapter(post0, method, **options), method)
+    from . import inference
+
+    if engine in (inference.free_energy, inference.laplace, inference.gmrf_laplace, inference.particle_filter,
+                  inference.particle_smoother):
+        raise TypeError(f"{engine.__name__} has no batched form; ji.batch takes ji.map_estimate, ji.sample "
+                        "(and sample_hmc/smc/remc), ji.svi, ji.select, or a pure function (post, key) -> pytree")
     svi = _svi_engine()
     if svi is not None and engine is svi[0]:
         return (*svi[1](post0, **options), "svi")
@@ -176,11 +187,11 @@ class BatchResult:
 
     @property
     def params(self) -> dict[str, np.ndarray]:
-        return self.stacked.params
+        return self._result().params
 
     @property
     def log_evidence(self) -> np.ndarray:
-        return np.asarray(self.stacked.log_evidence)
+        return np.asarray(self._result().log_evidence) * np.ones(len(self))
 
     @property
     def free_energy(self) -> np.ndarray:
@@ -188,34 +199,42 @@ class BatchResult:
 
     @property
     def stats(self) -> dict:
-        return self.stacked.stats
+        return self._result().stats
 
-    def __getitem__(self, i: int) -> Result:
-        """The :class:`~jaxinv.Result` of dataset ``i`` (as the single-dataset engine gives it)."""
+    def __getitem__(self, i: int):
+        """The :class:`~jaxinv.Result` of dataset ``i`` (as the single-dataset engine gives it;
+        for a user function, its output for dataset ``i``)."""
         n = len(self)
         if not -n <= i < n:
             raise IndexError(f"dataset {i} out of range for a batch of {n}")
         i = int(i) % n
-        one = jax.tree.map(lambda x: jnp.asarray(np.asarray(x)[i]), self.stacked)
+        one = jax.tree.map(lambda x: jnp.asarray(np.asarray(x)[i] if np.ndim(x) else x), self.stacked)
+        if not isinstance(one, Result):
+            return one
         observed = None if self.Y is None else jax.tree.map(jnp.asarray, _row(self.Y, i))
         laplace = one.laplace
-        if laplace is not None and self.model is not None and observed is not None:
+        if laplace is not None and self.model is not None and observed is not None and not self.failed[i]:
             post = self.model.condition(observed)
-            params = one.params if one.sample_dims == 0 else post.constrain(laplace.mode)
+            params = one.params if one.sample_dims == 0 else one.stats.get("_map", post.constrain(laplace.mode))
             at_boundary = tuple(k for k, p in post.priors.items() if p.at_boundary(params[k]))
-            laplace = type(laplace)(mode=laplace.mode, hessian=laplace.hessian, covariance=laplace.covariance,
-                                    log_evidence=laplace.log_evidence, standard_errors=laplace.standard_errors,
-                                    at_boundary=at_boundary, posterior=post)
+            laplace = dataclasses.replace(laplace, at_boundary=at_boundary, posterior=post)
         stats = {k: v for k, v in one.stats.items() if not k.startswith("_")}
-        return Result(params={k: one.params[k] for k in self.stacked.params}, method=one.method, sample_dims=one.sample_dims,
-                      log_evidence=one.log_evidence, log_evidence_se=one.log_evidence_se, stats=stats,
-                      laplace=laplace, observed=observed)
+        return Result(params={k: one.params[k] for k in self.stacked.params}, method=one.method,
+                      sample_dims=one.sample_dims, log_evidence=one.log_evidence, log_evidence_se=one.log_evidence_se,
+                      stats=stats, laplace=laplace, observed=observed)
+
+    def _result(self) -> Result:
+        if not isinstance(self.stacked, Result):
+            raise TypeError(f"a batch of the user function {self.method!r} holds its outputs in .stacked "
+                            "(no parameters, evidence or table)")
+        return self.stacked
 
     def summary_table(self) -> list[dict]:
         """One row per dataset: ``dataset``, ``failed``, ``error``, ``free_energy``,
         ``free_energy_se``, per parameter element ``NAME[.j]_mean/_sd/_q05/_q95`` (draws) or
         ``NAME[.j]`` and ``NAME[.j]_sd`` (MAP, Laplace sd), and the scalar diagnostics the
         engine reports (``rhat_max``, ``ess_min``, ``divergences``, ``converged``, ...)."""
+        self._result()
         rows = []
         stats = {k: np.asarray(v) for k, v in self.stacked.stats.items()
                  if not k.startswith("_") and not isinstance(v, tuple) and np.ndim(v) == 1}
@@ -265,6 +284,7 @@ class BatchResult:
         (``failed``, ``errors``, attributes ``method``, ``lane_efficiency``)."""
         import xarray as xr
 
+        self._result()
         path = Path(path)
         path.parent.mkdir(parents=True, exist_ok=True)
         lead = ("dataset", "chain", "draw") if self.stacked.sample_dims == 2 else ("dataset",)
@@ -341,28 +361,62 @@ def load_batch(path) -> BatchResult:
 
 
 # ------------------------------------------------------------------------------- chunk files
-def _fingerprint(name: str, key, options: dict, Y, n: int, chunk_size: int, post0: Posterior) -> str:
+def _hash_value(h, value) -> None:
+    """Feed ``value`` into the hash ``h``: arrays by their bytes, pytrees leaf by leaf, the
+    rest by a repr without memory addresses (functions and optax optimisers print them)."""
+    import re
+
+    leaves, treedef = jax.tree.flatten(value, is_leaf=lambda x: isinstance(x, (np.ndarray, jax.Array)))
+    h.update(re.sub(r" at 0x[0-9a-fA-F]+", "", str(treedef)).encode())
+    for leaf in leaves:
+        if isinstance(leaf, (np.ndarray, jax.Array)) or np.isscalar(leaf):
+            if isinstance(leaf, jax.Array) and jax.dtypes.issubdtype(leaf.dtype, jax.dtypes.prng_key):
+                leaf = jax.random.key_data(leaf)
+            arr = np.ascontiguousarray(np.asarray(leaf))
+            h.update(repr((arr.dtype.str, arr.shape)).encode())
+            h.update(arr.tobytes())
+        else:
+            h.update(re.sub(r" at 0x[0-9a-fA-F]+", "", repr(leaf)).encode())
+
+
+def _fingerprint(name: str, key, options: dict, Y, n: int, chunk_size: int, model: Model, template) -> str:
+    """Hash of what determines a batch's chunks: engine, key, options, data, chunking, the
+    model (its arrays by bytes, its structure and functions by name), the precision, the
+    jaxinv version and the output's structure, shapes and dtypes."""
+    from . import __version__
+
     h = hashlib.sha256()
-    h.update(name.encode())
-    h.update(np.asarray(jax.random.key_data(key)).tobytes())
-    h.update(repr(sorted(options.items())).encode())
-    h.update(repr((n, chunk_size, post0.names, post0.dim)).encode())
-    for leaf in jax.tree.leaves(Y):
-        h.update(np.ascontiguousarray(np.asarray(leaf)).tobytes())
+    h.update(repr((name, n, chunk_size, __version__, jax.config.jax_enable_x64)).encode())
+    for part in (key, sorted(options.items(), key=lambda kv: kv[0]), Y, model):
+        _hash_value(h, part)
+    h.update(repr([(t.shape, str(t.dtype)) for t in jax.tree.leaves(template)]).encode())
     return h.hexdigest()
 
 
 def _open_store(out, fingerprint: str) -> Path:
+    """The chunk folder, with a manifest naming the batch it belongs to.  The manifest is
+    created exclusively (``O_EXCL``), so two tasks started with different settings cannot
+    both claim the folder; then it is read back and checked."""
     out = Path(out)
     out.mkdir(parents=True, exist_ok=True)
     manifest = out / _MANIFEST
-    if manifest.exists():
-        found = json.loads(manifest.read_text()).get("fingerprint")
-        if found != fingerprint:
-            raise ValueError(f"{out} holds chunks of a different batch (other engine, options, key or data); "
-                             "remove it or choose another out=")
-    elif jax.process_index() == 0:
-        _atomic_write(manifest, json.dumps({"fingerprint": fingerprint}).encode())
+    payload = json.dumps({"fingerprint": fingerprint}).encode()
+    try:
+        fd = os.open(manifest, os.O_WRONLY | os.O_CREAT | os.O_EXCL, 0o644)
+    except FileExistsError:
+        pass
+    else:
+        with os.fdopen(fd, "wb") as f:
+            f.write(payload)
+            f.flush()
+            os.fsync(f.fileno())
+    try:
+        found = json.loads(manifest.read_text() or "{}").get("fingerprint")
+    except json.JSONDecodeError:
+        found = None
+    if found != fingerprint:
+        raise ValueError(f"{out} holds chunks of a different batch (other engine, options, model, key or data); "
+                         "remove it or choose another out=")
     return out
 
 
@@ -383,23 +437,31 @@ def _chunk_path(out: Path, c: int) -> Path:
     return out / f"chunk_{c:06d}.npz"
 
 
-def _save_chunk(out: Path, c: int, leaves: list, errors: list) -> None:
+def _save_chunk(out: Path, c: int, leaves: list, errors: list, lane: tuple) -> None:
     import io
 
     buffer = io.BytesIO()
-    np.savez(buffer, errors=np.asarray(json.dumps(errors)), **{f"leaf_{j}": x for j, x in enumerate(leaves)})
+    np.savez(buffer, errors=np.asarray(json.dumps(errors)), lane=np.asarray(lane, float),
+             **{f"leaf_{j}": x for j, x in enumerate(leaves)})
     _atomic_write(_chunk_path(out, c), buffer.getvalue())
 
 
-def _load_chunk(out: Path, c: int, n_leaves: int):
+def _load_chunk(out: Path, c: int, leaves_t: list, n_rows: int):
+    """``(leaves, errors, lane)`` of a finished chunk, or ``None`` when it is not on disk."""
     path = _chunk_path(out, c)
     if not path.exists():
         return None
     try:
         with np.load(path) as data:
-            return [data[f"leaf_{j}"] for j in range(n_leaves)], json.loads(str(data["errors"]))
+            leaves = [data[f"leaf_{j}"] for j in range(len(leaves_t))]
+            errors = json.loads(str(data["errors"]))
+            lane = tuple(float(v) for v in data["lane"]) if "lane" in data else (0.0, 0.0)
     except (OSError, KeyError, EOFError, ValueError) as err:
         raise ValueError(f"chunk file {path} cannot be read ({err}); remove it to recompute that chunk") from None
+    for leaf, t in zip(leaves, leaves_t):
+        if leaf.shape != (n_rows,) + tuple(t.shape):
+            raise ValueError(f"chunk file {path} does not match this batch's outputs; remove it to recompute it")
+    return leaves, errors, lane
 
 
 # ------------------------------------------------------------------------------- runner
@@ -442,14 +504,20 @@ def _run_one_compiled(trace, model: Model, key, model_slot, gid, y):
     return trace(model.condition(y), _dataset_key(key, gid, model_slot))
 
 
-def _place(mesh: Mesh | None, x):
+def _placer(mesh: Mesh | None, device):
+    """Put a chunk's host array where the compiled program reads it: on ``device``, or split
+    over the mesh (with several processes each one supplies its own devices' rows)."""
     if mesh is None:
-        return jnp.asarray(x)
+        return lambda x: jax.device_put(np.asarray(x), device)
     sharding = NamedSharding(mesh, PartitionSpec("batch"))
     if jax.process_count() == 1:
-        return jax.device_put(x, sharding)
-    x = np.asarray(x)
-    return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+        return lambda x: jax.device_put(np.asarray(x), sharding)
+
+    def place(x):
+        x = np.asarray(x)
+        return jax.make_array_from_callback(x.shape, sharding, lambda index: x[index])
+
+    return place
 
 
 def _fetch(tree):
@@ -459,17 +527,6 @@ def _fetch(tree):
 
         tree = multihost_utils.process_allgather(tree, tiled=True)
     return jax.tree.map(np.asarray, tree)
-
-
-def _lane_efficiency(n_steps: np.ndarray, n_shards: int) -> tuple[float, float]:
-    """``(useful, paid)`` gradient steps of a chunk's lanes ``(datasets, chains, draws)``:
-    within each device shard, every draw costs the largest tree among its lanes."""
-    useful = paid = 0.0
-    for shard in np.array_split(n_steps, n_shards, axis=0):
-        lanes = shard.reshape(-1, shard.shape[-1])  # (lanes, draws)
-        useful += float(lanes.sum())
-        paid += float(lanes.max(axis=0).sum() * lanes.shape[0])
-    return useful, paid
 
 
 def batch(engine, model, Y, key, *, chunk_size: int | None = None, devices=None, out=None, task=None,
@@ -487,9 +544,8 @@ def batch(engine, model, Y, key, *, chunk_size: int | None = None, devices=None,
         Y: data with a leading dataset axis: an array ``(n_datasets, *data_shape)``, or
             for a :class:`~jaxinv.likelihoods.Joint` a dict of such arrays.
         key: PRNG key; dataset ``i`` uses ``fold_in(key, i)``.
-        chunk_size: datasets per compiled call (memory bound); default all datasets in
-            one chunk, or 256 when ``out`` is given.  Rounded up to a multiple of the
-            number of devices.
+        chunk_size: datasets per compiled call (memory bound; default 256, or all
+            datasets when fewer).  Rounded up to a multiple of the number of devices.
         devices: devices to spread each chunk over (default: every device of every
             process, ``jax.devices()``).
         out: directory for per-chunk result files; a rerun with the same arguments
@@ -540,11 +596,12 @@ def _batch(engine, model, Y, key, model_slot, *, chunk_size=None, devices=None, 
     devices = list(jax.devices() if devices is None else devices)
     n_dev = len(devices)
     if chunk_size is None:
-        chunk_size = n if out is None else min(n, 256)
+        chunk_size = min(n, 256)
     if chunk_size < 1:
         raise ValueError(f"chunk_size must be >= 1, got {chunk_size}")
     chunk_size = n_dev * math.ceil(chunk_size / n_dev)
     mesh = _mesh(devices)
+    place = _placer(mesh, devices[0])
 
     def f(gids, rows):
         return _run_chunk_compiled(trace, model, key, model_slot, mesh, gids, rows)
@@ -563,29 +620,27 @@ def _batch(engine, model, Y, key, model_slot, *, chunk_size=None, devices=None, 
 
     store = None
     if out is not None:
-        store = _open_store(out, _fingerprint(name, key, {**options, "model_slot": model_slot}, Y, n, chunk_size, post0))
+        store = _open_store(out, _fingerprint(name, key, {**options, "model_slot": model_slot}, Y, n, chunk_size,
+                                              model, template))
 
     n_chunks = math.ceil(n / chunk_size)
     outputs, useful, paid = [], 0.0, 0.0
     for c in range(n_chunks):
         ids = np.arange(c * chunk_size, min((c + 1) * chunk_size, n))
-        loaded = _load_chunk(store, c, len(leaves_t)) if store is not None else None
+        loaded = _load_chunk(store, c, leaves_t, ids.size) if store is not None else None
         if loaded is not None:
-            leaves, errors = loaded
+            leaves, errors, lane = loaded
         elif task is not None and c % n_tasks != task_id:
-            leaves = _failed_leaves(leaves_t, ids.size)
+            leaves, lane = _failed_leaves(leaves_t, ids.size), (0.0, 0.0)
             errors = [f"not computed by this task (chunk {c} belongs to task {c % n_tasks} of {n_tasks})"] * ids.size
         else:
-            leaves, errors = _run_chunk(f, single, Y_run, ids, chunk_size, mesh, treedef, leaves_t)
+            leaves, errors, lane = _run_chunk(f, single, place, Y_run, ids, chunk_size, n_dev, treedef, leaves_t)
             if store is not None and jax.process_index() == 0:
-                _save_chunk(store, c, leaves, errors)
+                _save_chunk(store, c, leaves, errors, lane)
         for j, i in enumerate(ids):
             if reasons[i] is None and errors[j] is not None:
                 reasons[i] = errors[j]
-        chunk = jax.tree.unflatten(treedef, leaves)
-        if isinstance(chunk, Result) and "n_steps" in chunk.stats and chunk.sample_dims == 2:
-            u, p = _lane_efficiency(np.asarray(chunk.stats["n_steps"]), n_dev)
-            useful, paid = useful + u, paid + p
+        useful, paid = useful + lane[0], paid + lane[1]
         outputs.append(leaves)
         report_progress(progress, c + 1, n_chunks, "chunk ")
     leaves = [np.concatenate([o[j] for o in outputs]) for j in range(len(leaves_t))]
@@ -593,15 +648,15 @@ def _batch(engine, model, Y, key, model_slot, *, chunk_size=None, devices=None, 
     if not isinstance(stacked, Result):
         failed = np.array([r is not None for r in reasons])
         _warn_failures(reasons, n)
-        return BatchResult(stacked=stacked, failed=failed, errors=reasons, method=name, n_devices=n_dev,
-                           model=model, Y=Y)
+        return BatchResult(stacked=_blank(stacked, failed), failed=failed, errors=reasons, method=name,
+                           n_devices=n_dev, model=model, Y=Y)
     ok = np.asarray(stacked.stats.get("ok", np.ones(n, bool))).astype(bool)
     finite = np.ones(n, bool)
     for v in stacked.params.values():
         finite &= np.isfinite(np.asarray(v).reshape(n, -1)).all(axis=1)
     for i in range(n):
         if reasons[i] is None and not ok[i]:
-            reasons[i] = f"{name}: no finite answer (every start or chain at a non-finite energy)"
+            reasons[i] = f"{name}: {_NO_ANSWER.get(name, 'no finite answer')}"
         elif reasons[i] is None and not finite[i]:
             reasons[i] = f"{name}: non-finite parameter values"
     failed = np.array([r is not None for r in reasons])
@@ -609,25 +664,35 @@ def _batch(engine, model, Y, key, model_slot, *, chunk_size=None, devices=None, 
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)
         stacked = finish(stacked)
-    stacked = _in_order(stacked, post0.names)
+    # host statistics of failed datasets (k-hat, ESS, R-hat) mean nothing either
+    stacked = _in_order(_blank(stacked, failed), post0.names)
     _warn_failures(reasons, n)
     efficiency = useful / paid if paid > 0 else float("nan")
     return BatchResult(stacked=stacked, failed=failed, errors=reasons, method=name, lane_efficiency=efficiency,
                        n_devices=n_dev, model=model, Y=Y)
 
 
+#: why an engine's ``stats["ok"]`` is False, per engine name
+_NO_ANSWER = {
+    "map": "no start reached a finite energy (the prior may exclude the data)",
+    "laplace": "no start reached a finite energy (the prior may exclude the data)",
+    "hmc": "a chain has a non-finite energy (no feasible start, or the sampler diverged to NaN)",
+    "nuts": "a chain has a non-finite energy (no feasible start, or the sampler diverged to NaN)",
+    "smc": "tempering did not reach beta = 1 within max_steps, or the evidence is not finite",
+    "remc": "a replica has a non-finite log-likelihood",
+    "svi": "the final ELBO is not finite",
+}
+
+
 def _in_order(result: Result, names) -> Result:
     """Parameters in the model's order (pytree flattening sorts dict keys)."""
-    params = {k: result.params[k] for k in names if k in result.params}
+    # dataclasses.replace keeps the dicts as given (eqx.tree_at would rebuild them key-sorted)
     laplace = result.laplace
     if laplace is not None:
-        laplace = type(laplace)(mode=laplace.mode, hessian=laplace.hessian, covariance=laplace.covariance,
-                                log_evidence=laplace.log_evidence,
-                                standard_errors={k: laplace.standard_errors[k] for k in names
-                                                 if k in laplace.standard_errors})
-    return Result(params=params, method=result.method, sample_dims=result.sample_dims,
-                  log_evidence=result.log_evidence, log_evidence_se=result.log_evidence_se, stats=result.stats,
-                  laplace=laplace)
+        se = laplace.standard_errors
+        laplace = dataclasses.replace(laplace, standard_errors={k: se[k] for k in names if k in se})
+    return dataclasses.replace(result, params={k: result.params[k] for k in names if k in result.params},
+                               laplace=laplace)
 
 
 def _warn_failures(reasons: list, n: int) -> None:
@@ -642,43 +707,81 @@ def _assign(x, i, value):
     return x
 
 
-def _blank(stacked: Result, failed: np.ndarray) -> Result:
-    """NaN in the float arrays of failed datasets (their numbers mean nothing)."""
+def _blank(stacked, failed: np.ndarray):
+    """Mark the outputs of failed datasets: NaN in floats, -1 in integers, False in booleans
+    (their numbers mean nothing, and some are another dataset's)."""
     if not failed.any():
         return stacked
 
     def blank(x):
         x = np.array(x, copy=True)
-        if x.dtype.kind == "f" and x.ndim >= 1 and x.shape[0] == failed.shape[0]:
-            x[failed] = np.nan
+        if x.ndim >= 1 and x.shape[0] == failed.shape[0]:
+            if x.dtype.kind in "fc":
+                x[failed] = np.nan
+            elif x.dtype.kind in "iu":
+                x[failed] = -1 if x.dtype.kind == "i" else 0
+            elif x.dtype.kind == "b":
+                x[failed] = False
         return x
 
     return jax.tree.map(blank, stacked)
 
 
-def _run_chunk(f, single, Y, ids, chunk_size, mesh, treedef, leaves_t):
-    """Leaves of the outputs for datasets ``ids`` and their errors (``None`` when fine)."""
+def _run_chunk(f, single, place, Y, ids, chunk_size, n_dev, treedef, leaves_t):
+    """``(leaves, errors, (useful, paid))`` for datasets ``ids``: the outputs, per dataset
+    ``None`` or why it failed, and the lane bookkeeping of a gradient sampler (leapfrog
+    steps used by the real lanes, and paid by every lane of each device shard, padding
+    included: every draw costs the shard's largest tree)."""
     pad = chunk_size - ids.size
     gids = np.concatenate([ids, np.full(pad, ids[0])]).astype(np.int32)
     rows = jax.tree.map(lambda x: np.asarray(x)[gids], Y)
     try:
-        result = f(_place(mesh, gids), jax.tree.map(lambda x: _place(mesh, x), rows))
-        leaves = [x[: ids.size] for x in jax.tree.leaves(_fetch(result))]
-        return leaves, [None] * ids.size
+        result = jax.block_until_ready(f(place(gids), jax.tree.map(place, rows)))
+        full = _fetch(result)
     except Exception as err:  # noqa: BLE001 -- one bad dataset must not kill the batch
+        if jax.process_count() > 1:
+            raise RuntimeError(f"a chunk failed in a multi-process batch ({_describe(err)}); datasets cannot be "
+                               "isolated across processes: run independent tasks (task=, jaxinv.cluster) "
+                               "instead") from err
+        if _out_of_memory(err):
+            raise MemoryError(f"a chunk of {chunk_size} datasets does not fit in device memory ({_describe(err)}); "
+                              "lower chunk_size") from err
         if ids.size == 1:
-            return _failed_leaves(leaves_t, 1), [_describe(err)]
-    # rerun one by one: only the datasets that raise fail
+            return _failed_leaves(leaves_t, 1), [_describe(err)], (0.0, 0.0)
+        warnings.warn(f"a chunk of {ids.size} datasets raised ({_describe(err)}); rerunning its datasets one by one",
+                      RuntimeWarning, stacklevel=4)
+        return _one_by_one(single, Y, ids, leaves_t)
+    lane = (0.0, 0.0)
+    if isinstance(full, Result) and full.sample_dims == 2 and "n_steps" in full.stats:
+        steps = np.asarray(full.stats["n_steps"])           # (chunk, chains, draws)
+        real = np.arange(chunk_size) < ids.size
+        useful = float(steps[real].sum())
+        paid = 0.0
+        for shard in np.split(steps, n_dev, axis=0):        # shard_map's split of the padded chunk
+            lanes = shard.reshape(-1, shard.shape[-1])
+            paid += float(lanes.max(axis=0).sum() * lanes.shape[0])
+        lane = (useful, paid)
+    return [x[: ids.size] for x in jax.tree.leaves(full)], [None] * ids.size, lane
+
+
+def _one_by_one(single, Y, ids, leaves_t):
+    """Rerun the datasets of a chunk that raised, one compiled call each (one process)."""
     per, errors = [], []
     for i in ids:
         try:
-            out = _fetch(single(jnp.asarray(i, jnp.int32), jax.tree.map(lambda x, i=i: jnp.asarray(np.asarray(x)[i]), Y)))
-            per.append([x[None] for x in jax.tree.leaves(out)])
+            out = jax.block_until_ready(single(jnp.asarray(i, jnp.int32),
+                                               jax.tree.map(lambda x, i=i: jnp.asarray(np.asarray(x)[i]), Y)))
+            per.append([np.asarray(x)[None] for x in jax.tree.leaves(out)])
             errors.append(None)
         except Exception as err:  # noqa: BLE001
             per.append(_failed_leaves(leaves_t, 1))
             errors.append(_describe(err))
-    return [np.concatenate([p[j] for p in per]) for j in range(len(leaves_t))], errors
+    return [np.concatenate([p[j] for p in per]) for j in range(len(leaves_t))], errors, (0.0, 0.0)
+
+
+def _out_of_memory(err: Exception) -> bool:
+    text = str(err)
+    return "RESOURCE_EXHAUSTED" in text or "Out of memory" in text or isinstance(err, MemoryError)
 
 
 def _failed_leaves(leaves_t, n: int) -> list:
@@ -760,7 +863,7 @@ def _batch_select(models, Y, key, *, method: str = "laplace", chunk_size=None, d
     for j, (name, model) in enumerate(models.items()):
         sub_out = None if out is None else Path(out) / f"model_{j}"
         results[name] = _batch(engine, model, Y, key, (j, n_models), chunk_size=chunk_size,
-                               devices=devices, out=sub_out, task=task, progress=progress, **fixed, **options)
+                               devices=devices, out=sub_out, task=task, progress=progress, **{**fixed, **options})
     names = list(models)
     f = np.stack([np.where(results[k].failed, np.nan, results[k].free_energy) for k in names], axis=1)
     se = np.stack([np.asarray(results[k].stacked.log_evidence_se) * np.ones(len(results[k])) for k in names], axis=1)

@@ -259,6 +259,9 @@ def _batch_datasets(problem, path: Path, layout: str, x_path) -> tuple[list, lis
         raise ValueError(f"{path}: expected a 2-D array (one dataset per {layout[:-1]}), got shape {table.shape}")
     rows = table if layout == "rows" else table.T
     x = np.asarray(_read_array(Path(x_path)), dtype=float).ravel() if x_path else problem.default_data().x
+    if not isinstance(x, np.ndarray) or x.ndim != 1:
+        raise ValueError(f"{problem.name}: its data are not one curve over a 1-D x, so an array file cannot hold "
+                         "them; give a folder of data files")
     if np.shape(x)[0] != rows.shape[1]:
         raise ValueError(f"{path}: each dataset has {rows.shape[1]} values but x has {np.shape(x)[0]}"
                          + ("" if x_path else " (the embedded data's; give --x FILE)"))
@@ -271,6 +274,24 @@ def _batch_datasets(problem, path: Path, layout: str, x_path) -> tuple[list, lis
             datasets.append(None)
             errors.append(f"{layout[:-1]} {i}: {err}")
     return datasets, [f"{path.name}[{i}]" for i in range(len(rows))], errors
+
+
+def _same_values(a, b) -> bool:
+    """Equal structure and values (floats to 1e-9 relative), for arrays, dicts, tuples or None."""
+    la, ta = jax.tree.flatten(a)
+    lb, tb = jax.tree.flatten(b)
+    if ta != tb or len(la) != len(lb):
+        return False
+    for u, v in zip(la, lb):
+        u, v = np.asarray(u), np.asarray(v)
+        if u.shape != v.shape:
+            return False
+        if u.dtype.kind in "fc" and v.dtype.kind in "fc":
+            if not np.allclose(u, v, rtol=1e-9, atol=0.0):
+                return False
+        elif not np.array_equal(u, v):
+            return False
+    return True
 
 
 def _write_rows(path: Path, rows: list[dict]) -> None:
@@ -299,10 +320,13 @@ def run_batch(args) -> int:
     first = datasets[good[0]]
     for i in good[1:]:
         d = datasets[i]
-        if np.shape(d.x) != np.shape(first.x) or not np.allclose(d.x, first.x, rtol=1e-9, atol=0.0):
+        if not _same_values(d.x, first.x):
             datasets[i], errors[i] = None, f"{labels[i]}: recorded at other x than {labels[good[0]]} (a batch shares x)"
         elif np.shape(d.y) != np.shape(first.y):
             datasets[i], errors[i] = None, f"{labels[i]}: {np.size(d.y)} values, the first dataset has {np.size(first.y)}"
+        elif not _same_values(d.sigma, first.sigma):
+            datasets[i], errors[i] = None, (f"{labels[i]}: other per-point sigma than {labels[good[0]]} (the models, "
+                                            "noise included, are built from the first dataset)")
     options = _parse_options(args.option)
     components = _parse_select(args.select)
     if components is not None:
@@ -317,13 +341,28 @@ def run_batch(args) -> int:
             raise ValueError(f"{problem.name} has no model {args.model!r} (models: {', '.join(models)})")
         models = {args.model: models[args.model]}
     method = args.method or "laplace"
+    if problem.fit_options is not None and method == "laplace":
+        print(f"jaxinv: note: {problem.name} recommends per-dataset MAP options (fit_options); a batch uses "
+              "prior-draw starts for every dataset", file=sys.stderr)
+    task = None
+    if args.task is not None:
+        from .cluster import task_from_env
+
+        if args.task == "auto":
+            task = task_from_env()
+        else:
+            try:
+                task = tuple(int(v) for v in args.task.split("/"))
+                assert len(task) == 2
+            except (ValueError, AssertionError):
+                raise ValueError(f"--task expects I/N (e.g. 3/32) or auto, got {args.task!r}") from None
     Y = np.stack([np.asarray(d.y, dtype=float) if d is not None else np.full(np.shape(first.y), np.nan)
                   for d in datasets])
     show = not args.quiet and sys.stderr.isatty()
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     key = jax.random.key(args.seed)
-    common = {"chunk_size": args.chunk_size, "out": out / "chunks", "progress": show}
+    common = {"chunk_size": args.chunk_size, "out": out / "chunks", "progress": show, "task": task}
     _progress(show, f"{problem.name}: {len(Y)} datasets, {len(models)} model(s), {method}")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore", RuntimeWarning)  # failures are in the table
@@ -352,6 +391,12 @@ def run_batch(args) -> int:
             if reason is not None:
                 res.errors[i] = reason
         res.failed[:] = [r is not None for r in res.errors]
+    if task is not None:
+        print(f"{problem.name}: task {task[0]} of {task[1]} computed its chunks in {out / 'chunks'}; run again "
+              "without --task to gather them and write the outputs")
+        return 0
+    if jax.process_index() != 0:  # one writer in a multi-process program
+        return 0
     written = []
     if len(results) == 1:
         (name, res), = results.items()
@@ -364,16 +409,15 @@ def run_batch(args) -> int:
         n_failed = int(res.failed.sum())
     else:
         rows = []
-        f = np.stack([np.where(results[k].failed, np.nan, results[k].free_energy) for k in results], axis=1)
-        for i, label in enumerate(labels):
-            row = {"dataset": i, "source": label, "error": errors[i] or ""}
-            finite = np.isfinite(f[i])
-            row["selected"] = list(results)[int(np.nanargmin(f[i]))] if finite.any() else ""
-            shifted = np.where(finite, f[i] - (np.nanmin(f[i]) if finite.any() else 0.0), np.inf)
-            prob = np.exp(-shifted) / np.sum(np.exp(-shifted)) if finite.any() else np.full(len(results), np.nan)
+        f = sel.free_energies
+        prob = sel.probabilities
+        for i, (label, chosen) in enumerate(zip(labels, sel.selected)):
+            failures = [f"{k}: {results[k].errors[i]}" for k in results if results[k].errors[i] is not None]
+            row = {"dataset": i, "source": label, "error": errors[i] or "; ".join(failures),
+                   "selected": chosen or ""}
             for j, name in enumerate(results):
                 row[f"F[{name}]"] = float(f[i, j])
-                row[f"p[{name}]"] = float(prob[j])
+                row[f"p[{name}]"] = float(prob[i, j]) if np.isfinite(f[i]).any() else float("nan")
             rows.append(row)
         _write_rows(out / "selection.csv", rows)
         written.append(out / "selection.csv")
@@ -434,6 +478,9 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--draws", type=int, default=1000,
                    help="draws per chain (hmc, nuts, remc), particles over 4 runs (smc), q draws (svi)")
     b.add_argument("--tune", type=int, default=None, help="warmup steps / tuning sweeps (default: the engine's)")
+    b.add_argument("--task", metavar="I/N",
+                   help="compute only chunks c with c %% N == I (one task of a job array; 'auto' reads SLURM); "
+                        "a final run without --task gathers them and writes the outputs")
     b.add_argument("--quiet", action="store_true", help="no progress messages")
     b.set_defaults(func=run_batch)
     return parser

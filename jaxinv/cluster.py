@@ -88,7 +88,7 @@ def initialize_from_env() -> bool:
 def task_from_env() -> tuple[int, int]:
     """``(task_id, n_tasks)`` of this process for :func:`jaxinv.batch`'s ``task=``: from a
     SLURM job array (``SLURM_ARRAY_TASK_ID``, ``SLURM_ARRAY_TASK_COUNT``, ids counted from
-    ``SLURM_ARRAY_TASK_MIN``), else SLURM tasks (``SLURM_PROCID``, ``SLURM_NTASKS``), else
+    ``SLURM_ARRAY_TASK_MIN`` in steps of ``SLURM_ARRAY_TASK_STEP``), else SLURM tasks (``SLURM_PROCID``, ``SLURM_NTASKS``), else
     ``JAXINV_TASK_ID``/``JAXINV_N_TASKS``, else ``(0, 1)``.
 
     Raises:
@@ -96,7 +96,8 @@ def task_from_env() -> tuple[int, int]:
     """
     env = os.environ
     if "SLURM_ARRAY_TASK_ID" in env and "SLURM_ARRAY_TASK_COUNT" in env:
-        task = int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN", 0))
+        step = int(env.get("SLURM_ARRAY_TASK_STEP", 1) or 1)  # --array=0-31:2
+        task = (int(env["SLURM_ARRAY_TASK_ID"]) - int(env.get("SLURM_ARRAY_TASK_MIN", 0))) // step
         n = int(env["SLURM_ARRAY_TASK_COUNT"])
     elif "SLURM_PROCID" in env and "SLURM_NTASKS" in env:
         task, n = int(env["SLURM_PROCID"]), int(env["SLURM_NTASKS"])

@@ -107,6 +107,11 @@ def test_hmc_batch_lane_efficiency_and_chunking():
         assert np.all(np.abs(draws.mean(1) - truth) < 4 * draws.std(1)), name
     nuts = ji.batch(ji.sample, model, Y, jax.random.key(0), method="nuts", n_chains=2, n_warmup=50, n_draws=50)
     assert 0.0 < nuts.lane_efficiency < 1.0
+    # dataset 1 as a Result of its own: draws, diagnostics, no evidence (NaN)
+    one = whole[1]
+    assert one.method == "hmc" and one.params["decay_time"].shape == (2, 150)
+    assert float(one.stats["rhat_max"]) < 1.1 and np.isnan(float(one.log_evidence))
+    np.testing.assert_array_equal(one.observed, Y[1])
 
 
 def test_a_dataset_that_raises_fails_alone():
@@ -154,6 +159,11 @@ def test_resume_after_a_kill_recomputes_only_missing_chunks(map_batch, tmp_path,
         np.testing.assert_allclose(resumed.params[name], reference.params[name], rtol=1e-10)
     with pytest.raises(ValueError, match="different batch"):
         ji.batch(ji.map_estimate, model, Y, jax.random.key(9), **kw)
+    # another model with the same parameter names and sizes is another batch too
+    other = ji.Model(decay, {"amplitude": ji.priors.Uniform(0.0, 6.0), "decay_time": ji.priors.LogUniform(0.1, 10.0)},
+                     ji.likelihoods.Normal(sigma=SIGMA))
+    with pytest.raises(ValueError, match="different batch"):
+        ji.batch(ji.map_estimate, other, Y, jax.random.key(3), **kw)
 
 
 def test_batched_selection_matches_select_per_dataset():

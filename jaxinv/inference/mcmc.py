@@ -290,9 +290,7 @@ def batch_adapter(post0: Posterior, method: str = "hmc", *, n_chains: int = 4, n
 
 
 def _with_diagnostics(stacked: Result) -> Result:
-    stats = dict(stacked.stats)
-    stats.update(batch_diagnostics(stacked.params))
-    return Result(params=stacked.params, method=stacked.method, sample_dims=2, stats=stats)
+    return eqx.tree_at(lambda r: r.stats, stacked, {**stacked.stats, **batch_diagnostics(stacked.params)})
 
 
 class _HMCTrace(eqx.Module):

@@ -517,7 +517,7 @@ def batch_adapter(post0: Posterior, *, n_replicas: int = 24, n_chains: int = 2, 
     def finish(stacked: Result) -> Result:
         runs = jax.tree.map(np.asarray, stacked.stats["_runs"])
         per_dataset = []
-        for i in range(np.shape(runs.draws)[0]):
+        for i in range(np.shape(runs.log_likelihood)[0]):
             one = jax.tree.map(lambda x, i=i: x[i], runs)
             per_dataset.append(_summarise(one, config, evidence_estimator, n_batches))
         stats = {k: jnp.stack([jnp.asarray(s[2][k]) for s in per_dataset]) for k in per_dataset[0][2]}
@@ -527,9 +527,8 @@ def batch_adapter(post0: Posterior, *, n_replicas: int = 24, n_chains: int = 2, 
 
             d = batch_diagnostics(stacked.params)
             stats.update({k: d[k] for k in ("rhat_max", "ess_min", "ess_tail_min")})
-        return Result(params=stacked.params, method="remc", sample_dims=2,
-                      log_evidence=jnp.asarray([s[0] for s in per_dataset]),
-                      log_evidence_se=jnp.asarray([s[1] for s in per_dataset]), stats=stats)
+        return eqx.tree_at(lambda r: (r.stats, r.log_evidence, r.log_evidence_se), stacked,
+                           (stats, jnp.asarray([s[0] for s in per_dataset]), jnp.asarray([s[1] for s in per_dataset])))
 
     return trace, finish
 
@@ -551,5 +550,8 @@ class _REMCTrace(eqx.Module):
                         jnp.asarray(config.n_tune + config.n_draws))
         params = jax.vmap(jax.vmap(post.constrain))(runs.draws)
         ok = jnp.all(jnp.isfinite(runs.log_likelihood))
+        # keep what the ladder estimators need, not the draws (in params) or tuning accumulators
+        empty = jnp.zeros((n_chains, 0), runs.draws.dtype)
+        runs = runs._replace(draws=empty, mean=empty, m2=empty)
         return Result(params={name: params[name] for name in post.names}, method="remc", sample_dims=2,
                       stats={"_runs": runs, "ok": ok})

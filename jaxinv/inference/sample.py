@@ -85,5 +85,6 @@ class _LaplaceDrawsTrace(eqx.Module):
         params = jax.vmap(jax.vmap(post.constrain))(z)
         energy = jax.vmap(jax.vmap(post.energy))(z)
         return Result(params={name: params[name] for name in post.names}, method="laplace", sample_dims=2,
-                      log_evidence=fit.log_evidence, stats={"energy": energy, "ok": fit.stats["ok"]},
+                      log_evidence=fit.log_evidence,
+                      stats={"energy": energy, "ok": fit.stats["ok"], "_map": fit.params},  # _map: prior bounds
                       laplace=fit.laplace)

@@ -513,5 +513,4 @@ def _smc_diagnostics(stacked: Result) -> Result:
 
     diagnostics = batch_diagnostics(stacked.params)
     stats = {**stacked.stats, "rhat_max": diagnostics["rhat_max"], "ess_min": diagnostics["ess_min"]}
-    return Result(params=stacked.params, method="smc", sample_dims=2, log_evidence=stacked.log_evidence,
-                  log_evidence_se=stacked.log_evidence_se, stats=stats)
+    return eqx.tree_at(lambda r: r.stats, stacked, stats)

@@ -723,5 +723,4 @@ def _psis_all(stacked: Result) -> Result:
     log_evidence_is = np.where(np.isnan(np.asarray(stacked.log_evidence)), np.nan, log_evidence_is)
     stats = {**stacked.stats, "khat": jnp.asarray(khat), "is_ess": jnp.asarray(is_ess),
              "log_evidence_is": jnp.asarray(log_evidence_is)}
-    return Result(params=stacked.params, method="svi", sample_dims=2, log_evidence=stacked.log_evidence,
-                  log_evidence_se=stacked.log_evidence_se, stats=stats)
+    return eqx.tree_at(lambda r: r.stats, stacked, stats)
