@@ -43,7 +43,6 @@ import hashlib
 import json
 import math
 import os
-import tempfile
 import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,9 +54,10 @@ import jax.numpy as jnp
 import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
+from .inference._checkpoint import atomic_write
 from .inference._progress import report_progress
 from .model import Model, Posterior
-from .results import Result, summarize_draws
+from .results import Result, named_dataset, summarize_draws
 
 __all__ = ["batch", "BatchResult", "BatchSelection", "load_batch"]
 
@@ -289,14 +289,7 @@ class BatchResult:
         path.parent.mkdir(parents=True, exist_ok=True)
         lead = ("dataset", "chain", "draw") if self.stacked.sample_dims == 2 else ("dataset",)
 
-        def dataset(arrays: dict, leading) -> xr.Dataset:
-            data = {}
-            for k, v in arrays.items():
-                v = np.asarray(v)
-                dims = leading[: v.ndim] + tuple(f"{k}_dim_{j}" for j in range(v.ndim - len(leading)))
-                data[k] = (dims, v)
-            return xr.Dataset(data)
-
+        dataset = named_dataset
         stats = {k: v for k, v in self.stacked.stats.items() if not k.startswith("_")}
         batch = xr.Dataset({"failed": (("dataset",), self.failed.astype(np.int8)),
                             "log_evidence": (("dataset",), self.log_evidence * np.ones(len(self))),
@@ -421,16 +414,7 @@ def _open_store(out, fingerprint: str) -> Path:
 
 
 def _atomic_write(path: Path, payload: bytes) -> None:
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
-    try:
-        with os.fdopen(fd, "wb") as f:
-            f.write(payload)
-            f.flush()
-            os.fsync(f.fileno())
-        os.replace(tmp, path)
-    except BaseException:
-        Path(tmp).unlink(missing_ok=True)
-        raise
+    atomic_write(path, lambda f: f.write(payload))
 
 
 def _chunk_path(out: Path, c: int) -> Path:

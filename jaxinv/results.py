@@ -33,6 +33,19 @@ def _az():
     return az
 
 
+def named_dataset(arrays: dict, leading: tuple[str, ...]):
+    """An ``xarray.Dataset`` of ``arrays`` whose first axes are named ``leading`` (as many as
+    each array has) and the others ``NAME_dim_i``."""
+    import xarray as xr
+
+    data = {}
+    for k, v in arrays.items():
+        v = np.asarray(v)
+        dims = leading[: v.ndim] + tuple(f"{k}_dim_{i}" for i in range(v.ndim - len(leading)))
+        data[k] = (dims, v)
+    return xr.Dataset(data)
+
+
 def summarize_draws(draws: np.ndarray) -> dict[str, Any]:
     """Mean, sd, 5% and 95% quantiles over the leading (chain, draw) axes."""
     flat = np.asarray(draws).reshape((-1,) + np.shape(draws)[2:])
@@ -100,18 +113,9 @@ class Result(eqx.Module):
         statistics), ``observed_data`` (variable ``y``, or one variable per
         measurement of a Joint) and, for engine-level statistics and the
         Laplace approximation, the extra groups ``engine_stats`` and ``laplace``."""
-        import xarray as xr
-
         az = _az()
 
-        def dataset(arrays: dict, leading: tuple[str, ...]):
-            data = {}
-            for k, v in arrays.items():
-                v = np.asarray(v)
-                dims = leading[: v.ndim] + tuple(f"{k}_dim_{i}" for i in range(v.ndim - len(leading)))
-                data[k] = (dims, v)
-            return xr.Dataset(data)
-
+        dataset = named_dataset
         post = self._posterior_arrays()
         chains, draws = next(iter(post.values())).shape[:2]
         per_draw = {k: v for k, v in self.stats.items() if self.sample_dims == 2 and np.shape(v)[:2] == (chains, draws)}

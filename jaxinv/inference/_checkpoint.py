@@ -18,7 +18,7 @@ from pathlib import Path
 import jax
 import numpy as np
 
-__all__ = ["fingerprint", "save", "restore"]
+__all__ = ["atomic_write", "fingerprint", "save", "restore"]
 
 
 def fingerprint(engine: str, post, key, *settings) -> str:
@@ -38,10 +38,18 @@ def save(path, fp: str, state) -> None:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     leaves = [np.asarray(x) for x in jax.tree.leaves(state)]
+    atomic_write(path, lambda f: np.savez(f, fingerprint=np.asarray(fp),
+                                          **{f"leaf_{i}": x for i, x in enumerate(leaves)}))
+
+
+def atomic_write(path, write) -> None:
+    """``write(file)`` into a temporary file beside ``path``, flushed to disk, then renamed
+    over ``path`` (``os.replace`` is atomic on POSIX): readers see the old or the new file."""
+    path = Path(path)
     fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=path.name + ".", suffix=".tmp")
     try:
         with os.fdopen(fd, "wb") as f:
-            np.savez(f, fingerprint=np.asarray(fp), **{f"leaf_{i}": x for i, x in enumerate(leaves)})
+            write(f)
             f.flush()
             os.fsync(f.fileno())
         os.replace(tmp, path)
