@@ -56,6 +56,7 @@ importance resampling) that turns one dataset's output into a
 
 from __future__ import annotations
 
+import abc
 import math
 import warnings
 from typing import Any, NamedTuple
@@ -99,13 +100,13 @@ class Variational(eqx.Module):
     :meth:`log_prob`.
     """
 
+    @abc.abstractmethod
     def sample_and_log_prob(self, key, n: int):
         """``(z, log q(z))`` for ``n`` draws: shapes ``(n, dim)`` and ``(n,)``."""
-        raise NotImplementedError
 
+    @abc.abstractmethod
     def log_prob(self, z) -> jax.Array:
         """``log q(z)`` for ``z`` of shape ``(..., dim)``."""
-        raise NotImplementedError
 
     def sample(self, key, n: int) -> jax.Array:
         """``n`` draws of ``z ~ q``, shape ``(n, dim)``."""
