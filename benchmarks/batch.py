@@ -235,11 +235,22 @@ def main() -> None:
     print(json.dumps(info))
     sizes = (64, 4, 8, 64, 3) if args.smoke else (10_000, 4, 1000, 64, 20)
     n_curves, n_starts, n_datasets, n_points, repeats = sizes
-    out = {"machine": info, "map": bench_map(n_curves, n_starts),
-           "energy": bench_energy(n_datasets, n_points, repeats)}
+    results = Path(__file__).parent / "results"
+    path = results / f"batch-{platform.node() or 'host'}-{date.today()}.json"
+
+    def record(section: str, figures: dict) -> None:
+        """Keep each section's figures as soon as they are measured (a full run takes minutes)."""
+        out[section] = figures
+        if not args.smoke:
+            results.mkdir(exist_ok=True)
+            path.write_text(json.dumps(out, indent=2))
+
+    out = {"machine": info}
+    record("map", bench_map(n_curves, n_starts))
+    record("energy", bench_energy(n_datasets, n_points, repeats))
     if not args.smoke:
-        out["phase_search"] = bench_phase(500, 500)
-        out["selection"] = bench_selection(64, 4)
+        record("phase_search", bench_phase(500, 500))
+        record("selection", bench_selection(64, 4))
     m = out["map"]
     print(f"batch MAP of {m['n_curves']} curves: jaxinv {m['jaxinv_batch_s']:.2f} s (+{m['jaxinv_compile_s']:.1f} s "
           f"compile) vs scipy curve_fit loop {m['scipy_loop_s']:.2f} s -> {m['speedup']:.1f}x; "
@@ -259,10 +270,6 @@ def main() -> None:
               f"dynesty loop {q['dynesty_s_per_curve_model']:.2f} s; "
               f"{q['speedup_per_curve_model']:.1f}x; median |dF| {q['median_abs_diff_F']:.3f}; "
               f"same selection {100 * q['selected_same']:.0f} %")
-        results = Path(__file__).parent / "results"
-        results.mkdir(exist_ok=True)
-        path = results / f"batch-{platform.node() or 'host'}-{date.today()}.json"
-        path.write_text(json.dumps(out, indent=2))
         print(f"wrote {path}")
 
 

@@ -35,27 +35,48 @@ def precision() -> str:
 set_precision(os.environ.get("JAXINV_PRECISION", "float64"))
 
 
-def _serialise_cpu_programs() -> None:
-    """jaxlib 0.10 runs a batched LAPACK call (Cholesky, LU, SVD under ``vmap``) by splitting
-    its batch over XLA's CPU thread pool and *blocking* a pool thread until the pieces are
-    done (``jax::ParallelBatchMap``); two such calls running at once can occupy every pool
-    thread (2 on a 2-core machine) and wait for each other forever (seen here as hung
-    MAP fits, gdb stacks in ``BlockingCounter::Wait`` under ``lapack_dpotrf_ffi`` and
-    ``lapack_dgetrf_ffi``; jaxlib >= 0.11.1 builds without that path).  Two *programs* run
-    at once when the CPU client dispatches asynchronously (a program still running while
-    the next starts), so asynchronous dispatch is turned off on CPU for jaxlib < 0.11.1
-    (``JAXINV_CPU_ASYNC_DISPATCH=1`` keeps it).  Within one program the engines order their
-    LAPACK calls (``levenberg_marquardt``)."""
-    if os.environ.get("JAXINV_CPU_ASYNC_DISPATCH") == "1":
-        return
+def _jaxlib_version() -> tuple[int, ...]:
     import jaxlib
 
-    version = tuple(int(v) for v in jaxlib.__version__.split(".")[:3] if v.isdigit())
-    if version < (0, 11, 1):
+    return tuple(int(v) for v in jaxlib.__version__.split(".")[:3] if v.isdigit())
+
+
+def _guard_cpu_lapack_pool() -> None:
+    """jaxlib 0.10 runs a batched LAPACK call (Cholesky, LU, SVD under ``vmap``) by splitting
+    its batch over XLA's CPU thread pool and *blocking* the calling pool thread until the
+    pieces are done (``jax::ParallelBatchMap`` in ``jaxlib/cpu/lapack_kernels.cc``; open-source
+    builds from jaxlib 0.11.1 leave that path out).  XLA's CPU runtime runs independent
+    operations of one program concurrently on the same pool, so as many batched LAPACK calls
+    at once as the pool has threads each hold a thread and wait for pieces no thread is left
+    to run: a silent, permanent hang.  The pool is sized from the CPU affinity (2 threads on
+    a 2-core machine), so small machines hang most (seen here as hung MAP fits and test runs,
+    gdb stacks in ``BlockingCounter::Wait`` under ``lapack_dpotrf_ffi`` and
+    ``lapack_dgetrf_ffi``; the same stacks are reported by other projects on jaxlib 0.10.2).
+
+    For jaxlib < 0.11.1 two things are done before the CPU client starts:
+
+    * the pool gets 4 threads more than the CPUs (``PJRT_NPROC``, read by XLA's CPU client;
+      idle threads cost nothing), so a hang needs more concurrent batched LAPACK calls than
+      any program here makes;
+    * asynchronous dispatch is turned off on CPU, so two *programs* never run at once
+      (with it, a program still running while the next starts doubles the concurrency).
+
+    ``PJRT_NPROC`` (or ``NPROC``) set in the environment is respected;
+    ``JAXINV_CPU_ASYNC_DISPATCH=1`` keeps asynchronous dispatch.  Within one program the
+    engines also order their LAPACK calls (``levenberg_marquardt``)."""
+    if _jaxlib_version() >= (0, 11, 1):
+        return
+    if "PJRT_NPROC" not in os.environ and "NPROC" not in os.environ:
+        try:
+            n_cpus = len(os.sched_getaffinity(0))
+        except AttributeError:  # not Linux
+            n_cpus = os.cpu_count() or 1
+        os.environ["PJRT_NPROC"] = str(n_cpus + 4)
+    if os.environ.get("JAXINV_CPU_ASYNC_DISPATCH") != "1":
         jax.config.update("jax_cpu_enable_async_dispatch", False)
 
 
-_serialise_cpu_programs()
+_guard_cpu_lapack_pool()
 
 # several processes, one program (see jaxinv.cluster): before anything touches a device
 from . import cluster as _cluster  # noqa: E402

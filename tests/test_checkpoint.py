@@ -54,7 +54,8 @@ def test_stopped_run_resumes_with_identical_draws(engine, tmp_path):
 
 
 def _run(*args):
-    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True)
+    return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True,
+                          timeout=600)
 
 
 @pytest.mark.parametrize("engine", ["smc", pytest.param("nuts", marks=pytest.mark.slow),
