@@ -90,7 +90,8 @@ def test_summary_table_and_netcdf_round_trip(map_batch, tmp_path):
 def test_hmc_batch_lane_efficiency_and_chunking():
     """Static-path HMC (the batch default) keeps every lane busy (efficiency 1); NUTS lanes
     wait for the deepest tree (efficiency < 1).  Chunks of 2 give the same draws, bit for
-    bit, as one chunk of 4 (keys from the global dataset index).  (A single ``ji.sample``
+    bit, as one chunk of 4 (keys from the global dataset index); a padded chunk's dummy
+    lane counts as paid work (3 datasets in chunks of 2: efficiency 3/4).  (A single ``ji.sample``
     call runs the same code unbatched; vmap rounds differently, so its chains differ.)"""
     Y, amplitude, tau = data(4, seed=1)
     model = decay_model()
@@ -100,6 +101,10 @@ def test_hmc_batch_lane_efficiency_and_chunking():
     assert whole.method == "hmc" and whole.lane_efficiency == 1.0
     np.testing.assert_array_equal(np.asarray(whole.params["decay_time"]), np.asarray(chunked.params["decay_time"]))
     assert np.asarray(whole.params["decay_time"]).shape == (4, 2, 150)
+    # 3 datasets in chunks of 2: the padding lane of the second chunk is paid, not useful
+    padded = ji.batch(ji.sample, model, Y[:3], jax.random.key(0), chunk_size=2, **kw)
+    assert padded.lane_efficiency == 0.75
+    np.testing.assert_array_equal(np.asarray(padded.params["decay_time"]), np.asarray(whole.params["decay_time"])[:3])
     assert np.all(np.asarray(whole.stats["rhat_max"]) < 1.1)
     # the posteriors sit on the truths (4 datasets x 2 parameters, 4 sd)
     for name, truth in (("amplitude", amplitude), ("decay_time", tau)):

@@ -80,6 +80,19 @@ def _best(post: Posterior, z, energies):
     return best, z_map, post.constrain(z_map), jnp.linalg.norm(jax.grad(post.map_energy)(z_map))
 
 
+def _best_and_laplace_point(post: Posterior, z, energies, polish_steps: int, proper: bool):
+    """:func:`_best`, and the point where the Laplace approximation is taken: the mode of the
+    unconstrained density (with the log-Jacobian), polished from the MAP; for an improper
+    prior the MAP itself.  Returns ``best, params, gradient_norm, z_laplace,
+    laplace_gradient``."""
+    best, z_map, params, gradient_norm = _best(post, z, energies)
+    if proper:
+        z_laplace, laplace_gradient = _unconstrained_mode(post, z_map, polish_steps)
+    else:
+        z_laplace, laplace_gradient = z_map, gradient_norm
+    return best, params, gradient_norm, z_laplace, laplace_gradient
+
+
 @functools.lru_cache(maxsize=None)
 def _named_optimizer(name: str) -> optax.GradientTransformation:
     # cached so that repeated calls reuse one compiled solver
@@ -242,12 +255,9 @@ def map_estimate(
             "every start has a non-finite energy: the prior may exclude the data, or the forward "
             "model returns NaN/inf over the prior's range"
         )
-    best, z_map, params, gradient_norm = _best(post, z, energies)
+    best, params, gradient_norm, z_laplace, laplace_gradient = _best_and_laplace_point(
+        post, z, energies, polish_steps, post.is_proper)
     params = {name: params[name] for name in post.names}  # jit returns dicts key-sorted
-    if post.is_proper:
-        z_laplace, laplace_gradient = _unconstrained_mode(post, z_map, polish_steps)
-    else:
-        z_laplace, laplace_gradient = z_map, gradient_norm
     approx = laplace(post, z_laplace, boundary_params=params)
     return Result(
         params=params,
@@ -314,11 +324,8 @@ class _MapTrace(eqx.Module):
         z0 = self.z_init if self.z_init is not None else feasible_prior_draws_traced(post, key, self.n_starts)
         z, energies, opt_steps, lm_steps, converged, stalled = _solve(post, z0, self.opt, self.max_steps, self.gtol,
                                                                       self.polish, self.polish_steps)
-        best, z_map, params, gradient_norm = _best(post, z, energies)
-        if self.proper:
-            z_laplace, laplace_gradient = _unconstrained_mode(post, z_map, self.polish_steps)
-        else:
-            z_laplace, laplace_gradient = z_map, gradient_norm
+        best, params, gradient_norm, z_laplace, laplace_gradient = _best_and_laplace_point(
+            post, z, energies, self.polish_steps, self.proper)
         approx = laplace_arrays(post, z_laplace)
         finite = jnp.isfinite(energies[best]) & jnp.all(jnp.stack([jnp.all(jnp.isfinite(v)) for v in params.values()]))
         return Result(

@@ -190,11 +190,8 @@ def sample_hmc(
         Warns (``RuntimeWarning``) naming every parameter with R-hat > 1.01, and
         when any transition diverged.
     """
-    _algorithm(method, num_integration_steps)  # validates the name
-    if not 0.0 < beta <= 1.0:
-        raise ValueError(f"beta must lie in (0, 1], got {beta}")
-    if n_chains < 1 or n_draws < 1 or n_warmup < 0:
-        raise ValueError("n_chains and n_draws must be >= 1 and n_warmup >= 0")
+    config = _make_config(method, n_chains, n_warmup, n_draws, num_integration_steps, target_acceptance, beta,
+                          dense_mass)
     init_key, run_key = jax.random.split(key)
     if init is None:
         z0 = feasible_prior_draws(post, init_key, n_chains)
@@ -202,8 +199,6 @@ def sample_hmc(
         z0 = jnp.asarray(init, dtype=jnp.result_type(float))
     if z0.shape != (n_chains, post.dim):
         raise ValueError(f"init must have shape ({n_chains}, {post.dim}), got {z0.shape}")
-    config = _Config(method, int(n_warmup), int(n_draws), int(num_integration_steps), float(target_acceptance),
-                     float(beta), bool(dense_mass))
     if inverse_mass_matrix is not None:
         inverse_mass_matrix = jnp.asarray(inverse_mass_matrix, dtype=z0.dtype)
         expected = (post.dim, post.dim) if dense_mass else (post.dim,)
@@ -278,15 +273,21 @@ def batch_adapter(post0: Posterior, method: str = "hmc", *, n_chains: int = 4, n
     the same ``num_integration_steps`` gradients in every lane; ``stats["n_steps"]``
     records what each lane used, from which :func:`jaxinv.batch` reports the lane
     efficiency."""
-    _algorithm(method, num_integration_steps)
+    config = _make_config(method, n_chains, n_warmup, n_draws, num_integration_steps, target_acceptance, beta,
+                          dense_mass)
+    return _HMCTrace(config, int(n_chains)), _with_diagnostics
+
+
+def _make_config(method, n_chains, n_warmup, n_draws, num_integration_steps, target_acceptance, beta,
+                 dense_mass) -> _Config:
+    """The settings shared by :func:`sample_hmc` and its batch adapter, checked once."""
+    _algorithm(method, num_integration_steps)  # validates the name
     if not 0.0 < beta <= 1.0:
         raise ValueError(f"beta must lie in (0, 1], got {beta}")
     if n_chains < 1 or n_draws < 1 or n_warmup < 0:
         raise ValueError("n_chains and n_draws must be >= 1 and n_warmup >= 0")
-    config = _Config(method, int(n_warmup), int(n_draws), int(num_integration_steps), float(target_acceptance),
-                     float(beta), bool(dense_mass))
-
-    return _HMCTrace(config, int(n_chains)), _with_diagnostics
+    return _Config(method, int(n_warmup), int(n_draws), int(num_integration_steps), float(target_acceptance),
+                   float(beta), bool(dense_mass))
 
 
 def _with_diagnostics(stacked: Result) -> Result:
