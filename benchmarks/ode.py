@@ -2,7 +2,7 @@
 (Lotka-Volterra, reaction-diffusion), and the garnet growth model's derivatives.
 
     python benchmarks/ode.py            # 4 chains x (500 warmup + 500 draws), writes JSON
-    python benchmarks/ode.py --smoke    # tiny sizes (< 60 s on an idle 2-core CPU), no JSON
+    python benchmarks/ode.py --smoke    # density check, adjoints, garnet at tiny sizes (~40 s), no JSON
 
 Model: the lynx-hare Lotka-Volterra posterior of posteriordb (``problems/lotka_volterra.py``,
 8 parameters, 21 x 2 log-normal observations), Tsit5 with rtol = atol = 1e-6, at most 4096
@@ -230,6 +230,9 @@ def main() -> None:
         out["density_check"] = check_same_density(post, setup, jax.random.key(7))
         print(f"== NUTS, {args.chains} chains x ({args.warmup} + {args.draws}); |jaxinv log density + numpyro "
               f"potential| at random points: {out['density_check']:.2e}", flush=True)
+    if "nuts" in args.parts and not args.smoke:
+        # (smoke: the two models' densities are checked above; the NUTS runners are
+        # evidence.py's, which its own smoke run exercises: ~100 s of compiles saved in CI)
         init = starting_points(post, args.chains)
         _, out["nuts_jaxinv"] = jaxinv_nuts(post, init, args.warmup, args.draws)
         out["nuts_numpyro"] = numpyro_nuts(post, setup, init, args.warmup, args.draws)
