@@ -56,17 +56,28 @@ def _guard_cpu_lapack_pool() -> None:
     For jaxlib < 0.11.1 two things are done before the CPU client starts:
 
     * the pool gets 4 threads more than the CPUs (``PJRT_NPROC``, read by XLA's CPU client;
-      idle threads cost nothing), so a hang needs more concurrent batched LAPACK calls than
-      any program here makes;
+      idle threads cost nothing), so a hang needs more concurrent batched LAPACK calls
+      than the pool has threads: 6 on 2 cores, where the hangs seen here had 2.  This makes
+      the hang unlikely, not impossible;
     * asynchronous dispatch is turned off on CPU, so two *programs* never run at once
       (with it, a program still running while the next starts doubles the concurrency).
 
-    ``PJRT_NPROC`` (or ``NPROC``) set in the environment is respected;
-    ``JAXINV_CPU_ASYNC_DISPATCH=1`` keeps asynchronous dispatch.  Within one program the
-    engines also order their LAPACK calls (``levenberg_marquardt``)."""
+    ``PJRT_NPROC`` set in the environment is kept; ``JAXINV_CPU_ASYNC_DISPATCH=1`` keeps
+    asynchronous dispatch.  The pool is made when JAX first computes: when that happened
+    before jaxinv was imported (importing BlackJAX computes), a warning says so.  Within
+    one program the engines also order their LAPACK calls (``levenberg_marquardt``)."""
     if _jaxlib_version() >= (0, 11, 1):
         return
-    if "PJRT_NPROC" not in os.environ and "NPROC" not in os.environ:
+    if "PJRT_NPROC" not in os.environ:
+        from jax._src import xla_bridge
+
+        if xla_bridge.backends_are_initialized():
+            import warnings
+
+            warnings.warn("JAX computed before jaxinv was imported, so jaxinv could not widen XLA's CPU thread "
+                          "pool: on jaxlib < 0.11.1 batched linear algebra can then hang on machines with few "
+                          "cores; import jaxinv first or set PJRT_NPROC (e.g. the number of CPUs + 4)",
+                          RuntimeWarning, stacklevel=3)
         try:
             n_cpus = len(os.sched_getaffinity(0))
         except AttributeError:  # not Linux

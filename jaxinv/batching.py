@@ -55,7 +55,7 @@ import numpy as np
 from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .inference._checkpoint import atomic_write
-from .inference._progress import report_progress
+from .inference._progress import ProgressBar, end_progress, progress_reporter, report_progress
 from .model import Model, Posterior
 from .results import Result, named_dataset, summarize_draws
 
@@ -609,12 +609,14 @@ def _batch(engine, model, Y, key, model_slot, *, chunk_size=None, devices=None, 
 
     n_chunks = math.ceil(n / chunk_size)
     outputs, useful, paid = [], 0.0, 0.0
+    report = progress_reporter(progress, "chunk ")
     for c in range(n_chunks):
         ids = np.arange(c * chunk_size, min((c + 1) * chunk_size, n))
         loaded = _load_chunk(store, c, leaves_t, ids.size) if store is not None else None
+        computed = loaded is None and (task is None or c % n_tasks == task_id)
         if loaded is not None:
             leaves, errors, lane = loaded
-        elif task is not None and c % n_tasks != task_id:
+        elif not computed:
             leaves, lane = _failed_leaves(leaves_t, ids.size), (0.0, 0.0)
             errors = [f"not computed by this task (chunk {c} belongs to task {c % n_tasks} of {n_tasks})"] * ids.size
         else:
@@ -626,7 +628,10 @@ def _batch(engine, model, Y, key, model_slot, *, chunk_size=None, devices=None, 
                 reasons[i] = errors[j]
         useful, paid = useful + lane[0], paid + lane[1]
         outputs.append(leaves)
-        report_progress(progress, c + 1, n_chunks, "chunk ")
+        if isinstance(report, ProgressBar) and not computed:
+            report.rebase(c + 1)  # the time left comes from the chunks computed here
+        report_progress(report, c + 1, n_chunks)
+    end_progress(report)
     leaves = [np.concatenate([o[j] for o in outputs]) for j in range(len(leaves_t))]
     stacked = jax.tree.unflatten(treedef, leaves)
     if not isinstance(stacked, Result):

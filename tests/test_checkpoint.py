@@ -55,7 +55,7 @@ def test_stopped_run_resumes_with_identical_draws(engine, tmp_path):
 
 def _run(*args):
     return subprocess.run([sys.executable, str(SCRIPT), *map(str, args)], capture_output=True, text=True,
-                          timeout=600)
+                          timeout=250)  # three runs per test (~15 s each) inside pytest's 900 s
 
 
 @pytest.mark.parametrize("engine", ["smc", pytest.param("nuts", marks=pytest.mark.slow),

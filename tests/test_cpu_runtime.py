@@ -1,13 +1,14 @@
 """The guard against jaxlib 0.10's LAPACK thread-pool hang (jaxinv/_config.py): a fresh
-process that imports jaxinv gets an XLA CPU pool of CPUs + 4 threads; a value set by the
-user is kept."""
+process that imports jaxinv gets an XLA CPU pool of CPUs + 4 threads; a PJRT_NPROC set by
+the user is kept; JAX computing before the import is warned about."""
 
 import os
 import subprocess
 import sys
 
-import jaxlib
 import pytest
+
+from jaxinv._config import _jaxlib_version
 
 COUNT_POOL = """
 import os, jaxinv, jax.numpy as jnp
@@ -16,19 +17,30 @@ names = [open(f"/proc/self/task/{t}/comm").read().strip() for t in os.listdir("/
 print(sum(n == "tf_XLAEigen" for n in names), len(os.sched_getaffinity(0)))
 """
 
+TOO_LATE = """
+import warnings, jax.numpy as jnp
+jnp.ones(3).block_until_ready()
+with warnings.catch_warnings(record=True) as caught:
+    warnings.simplefilter("always")
+    import jaxinv
+print(sum("could not widen" in str(w.message) for w in caught))
+"""
 
-def _pool_size(**env_extra):
-    env = {k: v for k, v in os.environ.items() if k not in ("PJRT_NPROC", "NPROC")}
+
+def _run(code, **env_extra):
+    env = {k: v for k, v in os.environ.items() if k != "PJRT_NPROC"}
     env.update(env_extra)
-    out = subprocess.run([sys.executable, "-c", COUNT_POOL], env=env, capture_output=True, text=True, timeout=300)
+    out = subprocess.run([sys.executable, "-c", code], env=env, capture_output=True, text=True, timeout=300)
     assert out.returncode == 0, out.stderr[-2000:]
-    threads, cpus = map(int, out.stdout.split())
-    return threads, cpus
+    return [int(v) for v in out.stdout.split()]
 
 
 @pytest.mark.skipif(not sys.platform.startswith("linux"), reason="thread names are read from /proc (Linux)")
 def test_pool_has_four_threads_more_than_cpus_on_jaxlib_0_10():
-    threads, cpus = _pool_size()
-    version = tuple(int(v) for v in jaxlib.__version__.split(".")[:3])
-    assert threads == (cpus + 4 if version < (0, 11, 1) else cpus)
-    assert _pool_size(PJRT_NPROC="3")[0] == 3
+    threads, cpus = _run(COUNT_POOL)
+    assert threads == (cpus + 4 if _jaxlib_version() < (0, 11, 1) else cpus)
+    assert _run(COUNT_POOL, PJRT_NPROC="3")[0] == 3
+
+
+def test_computing_before_the_import_is_warned_about():
+    assert _run(TOO_LATE) == [1 if _jaxlib_version() < (0, 11, 1) else 0]

@@ -24,7 +24,7 @@ from ..model import Posterior
 from ..results import Result, _az
 from . import _checkpoint
 from ._draws import constrain_draws, feasible_prior_draws, feasible_prior_draws_traced
-from ._progress import report_progress
+from ._progress import end_progress, progress_reporter, report_progress
 
 __all__ = ["sample_hmc"]
 
@@ -222,11 +222,13 @@ def sample_hmc(
             _checkpoint.save(checkpoint, fp, chains)
     every = checkpoint_every if checkpoint is not None else (max(n_draws // 20, 1) if progress else n_draws)
     draw_keys = jax.random.split(draw_key, n_chains)
+    report = progress_reporter(progress, "draws ")
     while (done := int(jnp.min(chains.n_done))) < n_draws:
         chains = _draw(post, config, draw_keys, chains, jnp.asarray(done + every))
         if checkpoint is not None:
             _checkpoint.save(checkpoint, fp, chains)
-        report_progress(progress, int(jnp.min(chains.n_done)), n_draws)
+        report_progress(report, int(jnp.min(chains.n_done)), n_draws)
+    end_progress(report)
     z, energy, diverging = chains.position, chains.energy, chains.diverging
     acceptance, n_steps, log_likelihood = chains.acceptance, chains.n_steps, chains.log_likelihood
     step_size = chains.parameters["step_size"]

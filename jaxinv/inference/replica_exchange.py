@@ -56,7 +56,7 @@ from ..model import Posterior
 from ..results import Result
 from . import _checkpoint, evidence
 from ._draws import constrain_draws, nan_to_minus_inf
-from ._progress import report_progress
+from ._progress import end_progress, progress_reporter, report_progress
 
 __all__ = [
     "REMCState",
@@ -480,11 +480,13 @@ def sample_remc(
         restored = _checkpoint.restore(checkpoint, fp, runs)
         runs = runs if restored is None else restored
     every = checkpoint_every if checkpoint is not None else (max(total // 20, 1) if progress else total)
+    report = progress_reporter(progress, "sweep ")
     while (done := int(jnp.min(runs.state.sweep))) < total:
         runs = _advance(post, config, run_keys, runs, jnp.asarray(done + every))
         if checkpoint is not None:
             _checkpoint.save(checkpoint, fp, runs)
-        report_progress(progress, int(jnp.min(runs.state.sweep)), total, "sweep ")
+        report_progress(report, int(jnp.min(runs.state.sweep)), total)
+    end_progress(report)
 
     params, _ = constrain_draws(post, runs.draws)
     log_z, log_z_se, stats = _summarise(runs, config, evidence_estimator, n_batches)

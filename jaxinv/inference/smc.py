@@ -61,7 +61,7 @@ from ..model import Posterior
 from ..results import Result
 from . import _checkpoint
 from ._draws import constrain_draws, nan_to_minus_inf
-from ._progress import report_progress
+from ._progress import end_progress, progress_reporter, report_progress
 
 __all__ = ["SMCState", "init", "build_step", "run", "sample_smc"]
 
@@ -328,6 +328,7 @@ def run(post: Posterior, key, config: _Config, n_particles: int, n_runs: int, ch
         fingerprint = _checkpoint.fingerprint("smc", post, key, config, n_particles, n_runs)
         restored = _checkpoint.restore(checkpoint, fingerprint, states)
         states = states if restored is None else restored
+    report = progress_reporter(progress, "beta ")
     while True:
         done = bool(jnp.all((states.beta >= 1.0) | (states.n_steps >= config.max_steps)
                             | ~jnp.isfinite(states.log_evidence)))
@@ -339,7 +340,8 @@ def run(post: Posterior, key, config: _Config, n_particles: int, n_runs: int, ch
         if checkpoint is not None:
             _checkpoint.save(checkpoint, fingerprint, states)
         # progress in percent of the tempering path
-        report_progress(progress, int(100 * float(jnp.min(states.beta))), 100, "beta ")
+        report_progress(report, int(100 * float(jnp.min(states.beta))), 100)
+    end_progress(report)
     return states
 
 
