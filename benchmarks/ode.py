@@ -228,8 +228,9 @@ def main() -> None:
     if "nuts" in args.parts:
         post, setup = lv_setup()
         out["density_check"] = check_same_density(post, setup, jax.random.key(7))
-        print(f"== NUTS, {args.chains} chains x ({args.warmup} + {args.draws}); |jaxinv log density + numpyro "
-              f"potential| at random points: {out['density_check']:.2e}", flush=True)
+        runs = "density check only (smoke)" if args.smoke else f"NUTS, {args.chains} chains x ({args.warmup} + {args.draws})"
+        print(f"== {runs}; |jaxinv log density + numpyro potential| at random points: {out['density_check']:.2e}",
+              flush=True)
     if "nuts" in args.parts and not args.smoke:
         # (smoke: the two models' densities are checked above; the NUTS runners are
         # evidence.py's, which its own smoke run exercises: ~100 s of compiles saved in CI)
