@@ -372,20 +372,20 @@ def test_command_line_batch_folder_and_array_file(tmp_path, monkeypatch, capsys)
 
 
 def _linear_gaussian(n_datasets):
-    """A conjugate linear-Gaussian model (3 weights, 15 points) and ``n_datasets`` data sets
-    with their closed-form log evidences ``log N(y | A m0, s^2 I + A S0 A^T)``."""
-    x = jnp.linspace(-1.0, 1.0, 15)
-    design = jnp.stack([jnp.ones_like(x), x, x**2], axis=1)
-    m0, s0, sigma = jnp.array([0.5, -1.0, 0.2]), jnp.array([1.0, 2.0, 0.5]), 0.3
-    model = ji.Model(lambda p: design @ p["w"], {"w": ji.priors.Normal(m0, s0, shape=3)},
-                     ji.likelihoods.Normal(sigma=sigma))
+    """test_evidence.py's conjugate linear-Gaussian model (3 weights, 15 points) and
+    ``n_datasets`` data sets drawn from it, with their closed-form log evidences
+    ``log N(y | A m0, s^2 I + A S0 A^T)`` and exact posterior means and sds."""
+    from test_evidence import DESIGN, M0, S0, SIGMA, X
+
+    model = ji.Model(lambda p: DESIGN @ p["w"], {"w": ji.priors.Normal(M0, S0, shape=3)},
+                     ji.likelihoods.Normal(sigma=SIGMA))
     rng = np.random.default_rng(7)
-    w = rng.normal(np.asarray(m0), np.asarray(s0), (n_datasets, 3))
-    Y = w @ np.asarray(design).T + sigma * rng.standard_normal((n_datasets, x.size))
-    cov = sigma**2 * jnp.eye(x.size) + design @ jnp.diag(s0**2) @ design.T
-    exact = np.array([float(jax.scipy.stats.multivariate_normal.logpdf(y, design @ m0, cov)) for y in Y])
-    posterior_cov = np.linalg.inv(np.diag(1 / np.asarray(s0) ** 2) + np.asarray(design.T @ design) / sigma**2)
-    posterior_mean = (posterior_cov @ (np.asarray(m0 / s0**2)[:, None] + np.asarray(design).T @ Y.T / sigma**2)).T
+    w = rng.normal(np.asarray(M0), np.asarray(S0), (n_datasets, 3))
+    Y = w @ np.asarray(DESIGN).T + SIGMA * rng.standard_normal((n_datasets, X.size))
+    cov = SIGMA**2 * jnp.eye(X.size) + DESIGN @ jnp.diag(S0**2) @ DESIGN.T
+    exact = np.array([float(jax.scipy.stats.multivariate_normal.logpdf(y, DESIGN @ M0, cov)) for y in Y])
+    posterior_cov = np.linalg.inv(np.diag(1 / np.asarray(S0) ** 2) + np.asarray(DESIGN.T @ DESIGN) / SIGMA**2)
+    posterior_mean = (posterior_cov @ (np.asarray(M0 / S0**2)[:, None] + np.asarray(DESIGN).T @ Y.T / SIGMA**2)).T
     return model, Y, exact, posterior_mean, np.sqrt(np.diag(posterior_cov))
 
 
