@@ -40,7 +40,8 @@ def test_laplace_evidence_matches_quadrature_with_transforms():
     post = model.condition(y)
     fit = ji.map_estimate(post, jax.random.key(0), n_starts=8)
     shift = float(post.energy(fit.laplace.mode))
-    f = lambda u: math.exp(-(float(post.energy(jnp.array([u]))) - shift))
+    energy = jax.jit(lambda u: post.energy(jnp.reshape(u, (1,))))
+    f = lambda u: math.exp(-(float(energy(u)) - shift))
     z_mode = float(fit.laplace.mode[0])
     val, _ = integrate.quad(f, z_mode - 1.0, z_mode + 1.0, points=[z_mode], limit=200)
     exact = math.log(val) - shift
@@ -65,6 +66,15 @@ def test_map_recovers_synthetic_relaxation_within_error_bars(seed):
         err = float(fit.laplace.standard_errors[name])
         assert 0 < err < 0.1
         assert abs(float(fit.params[name]) - value) < 4 * err, name
+    # Levenberg-Marquardt alone (the fast batch setting) from the same starts: the same MAP
+    lm_only = ji.map_estimate(model.condition(y), jax.random.key(seed), n_starts=16, optimizer=None)
+    assert int(jnp.max(lm_only.stats["optimizer_steps"])) == 0
+    for name in truth:
+        assert float(lm_only.params[name]) == pytest.approx(float(fit.params[name]), rel=1e-7), name
+        assert float(lm_only.laplace.standard_errors[name]) == pytest.approx(
+            float(fit.laplace.standard_errors[name]), rel=1e-6), name
+    with pytest.raises(ValueError, match="polish=True"):
+        ji.map_estimate(model.condition(y), jax.random.key(seed), optimizer=None, polish=False)
 
 
 def test_map_two_components_ordered_and_selected_by_free_energy():

@@ -28,6 +28,8 @@ import numpy as np
 from ..model import Posterior
 from ..results import Result
 from . import _derivatives
+from . import _small_linalg as linalg
+from .levenberg_marquardt import newton_polish
 from ._draws import constrain_draws
 
 __all__ = ["Laplace", "laplace", "laplace_arrays"]
@@ -125,9 +127,10 @@ def _expand(post: Posterior, mode):
     energy = post.energy if post.is_proper else post.map_energy
     hessian = _derivatives.hessian(energy)(mode)
     hessian = 0.5 * (hessian + hessian.T)
-    chol = jnp.linalg.cholesky(hessian)
+    mode, gradient_norm = newton_polish(energy, mode, jax.grad(energy)(mode), hessian)
+    chol = linalg.cholesky(hessian)
     positive_definite = jnp.all(jnp.isfinite(chol))
-    inv_chol = jax.scipy.linalg.solve_triangular(chol, jnp.eye(mode.size, dtype=mode.dtype), lower=True)
+    inv_chol = linalg.solve_triangular(chol, jnp.eye(mode.size, dtype=mode.dtype), lower=True)
     covariance = jnp.where(positive_definite, inv_chol.T @ inv_chol, jnp.linalg.pinv(hessian))
     log_det = 2.0 * jnp.sum(jnp.log(jnp.diag(chol)))
     log_evidence = -energy(mode) + 0.5 * mode.size * math.log(2.0 * math.pi) - 0.5 * log_det
@@ -138,7 +141,7 @@ def _expand(post: Posterior, mode):
 
     jac = jax.jacfwd(flat_params)(mode)
     sd = jnp.sqrt(jnp.maximum(jnp.einsum("ij,jk,ik->i", jac, covariance, jac), 0.0))
-    return hessian, covariance, log_evidence, sd, positive_definite, post.constrain(mode)
+    return hessian, covariance, log_evidence, sd, positive_definite, post.constrain(mode), mode, gradient_norm
 
 
 def _standard_errors(post: Posterior, sd) -> dict:
@@ -154,9 +157,14 @@ def laplace_arrays(post: Posterior, mode) -> Laplace:
     """The numbers of :func:`laplace` as a pure function (``jit``/``vmap`` safe): no
     warning, ``at_boundary`` left empty and no posterior attached (the batch layer adds
     them on the host)."""
-    hessian, covariance, log_evidence, sd, _, _ = _expand(post, mode)
+    return _laplace_arrays(post, mode)[0]
+
+
+def _laplace_arrays(post: Posterior, mode):
+    """:func:`laplace_arrays` and the gradient norm at its (polished) mode."""
+    hessian, covariance, log_evidence, sd, _, _, mode, gradient_norm = _expand(post, mode)
     return Laplace(mode=mode, hessian=hessian, covariance=covariance, log_evidence=log_evidence,
-                   standard_errors=_standard_errors(post, sd))
+                   standard_errors=_standard_errors(post, sd)), gradient_norm
 
 
 def laplace(post: Posterior, mode, boundary_params: dict | None = None) -> Laplace:
@@ -164,15 +172,24 @@ def laplace(post: Posterior, mode, boundary_params: dict | None = None) -> Lapla
 
     ``boundary_params``: the parameter values to test against the prior bounds
     (default: the constrained ``mode``); :func:`~jaxinv.map_estimate` passes the
-    MAP, which sits closer to a bound than the unconstrained mode does."""
+    MAP, which sits closer to a bound than the unconstrained mode does.
+
+    A last Newton step is taken from ``mode`` when it is a round-off-level correction
+    (:func:`~jaxinv.inference.levenberg_marquardt.newton_polish`); ``Laplace.mode`` is
+    that point."""
+    return _laplace(post, mode, boundary_params)[0]
+
+
+def _laplace(post: Posterior, mode, boundary_params: dict | None = None):
+    """:func:`laplace` and the gradient norm at its (polished) mode."""
     mode = jnp.asarray(mode)
-    hessian, covariance, log_evidence, sd, positive_definite, at_mode = _expand(post, mode)
+    hessian, covariance, log_evidence, sd, positive_definite, at_mode, mode, gradient_norm = _expand(post, mode)
     if not bool(positive_definite):
         warnings.warn(
             "the Hessian of the energy at the mode is not positive definite (a flat or "
             "unidentified direction): Laplace covariance is a pseudo-inverse and the evidence is NaN",
             RuntimeWarning,
-            stacklevel=2,
+            stacklevel=3,
         )
     standard_errors = {k: jnp.asarray(np.asarray(v)) for k, v in _standard_errors(post, np.asarray(sd)).items()}
     params = at_mode if boundary_params is None else boundary_params
@@ -185,4 +202,4 @@ def laplace(post: Posterior, mode, boundary_params: dict | None = None) -> Lapla
         standard_errors=standard_errors,
         at_boundary=at_boundary,
         posterior=post,
-    )
+    ), gradient_norm

@@ -31,8 +31,9 @@ import jax
 import jax.numpy as jnp
 
 from . import _derivatives
+from . import _small_linalg as linalg
 
-__all__ = ["LMState", "init", "step", "run"]
+__all__ = ["LMState", "init", "step", "run", "newton_polish"]
 
 
 class LMState(NamedTuple):
@@ -81,7 +82,7 @@ def _step_exact(energy: Callable, z, damping, scale):
     hess = _derivatives.hessian(energy)(z)
     scale = _damping_scale(jnp.diag(hess), scale)
     a = hess + damping * jnp.diag(scale)
-    return jnp.linalg.solve(a, -grad), grad, hess, scale
+    return linalg.solve(a, -grad), grad, hess, scale
 
 
 def _step_least_squares(parts: Callable, z, damping, scale):
@@ -100,20 +101,21 @@ def _step_least_squares(parts: Callable, z, damping, scale):
     jtj = jac.T @ jac
     scale = _damping_scale(jnp.diag(jtj) + jnp.abs(jnp.diag(hess_g)), scale)
     damped_g = hess_g + damping * jnp.diag(scale)
-    chol = jnp.linalg.cholesky(damped_g)
-    extra = jax.scipy.linalg.solve_triangular(chol, grad_g, lower=True)
+    chol = linalg.cholesky(damped_g)
+    extra = linalg.solve_triangular(chol, grad_g, lower=True)
     system = jnp.concatenate([jac, chol.T], axis=0)
     rhs = -jnp.concatenate([r, extra])
-    dz = jnp.linalg.lstsq(system, rhs)[0]
+    dz = linalg.lstsq(system, rhs)
     grad = jac.T @ r + grad_g
     # G + lambda D need not be positive definite (e.g. an inferred noise level
     # with a log-uniform prior): then solve the damped normal equations directly.
-    # The barrier orders this LU after the Cholesky and SVD above: under vmap each is a
-    # batched LAPACK call that splits its batch over XLA's CPU thread pool and waits for
-    # the pieces, so two running at once can occupy every pool thread (2 on a 2-core
-    # machine) and wait for each other forever (jaxlib 0.10 ParallelBatchMap).
+    # The barrier orders this solve after the factorisations above: above
+    # linalg.MAX_UNROLLED unknowns, under vmap each is a batched LAPACK call that splits its
+    # batch over XLA's CPU thread pool and waits for the pieces, so two running at once can
+    # occupy every pool thread (2 on a 2-core machine) and wait for each other forever
+    # (jaxlib 0.10 ParallelBatchMap).
     dz, normal_matrix = jax.lax.optimization_barrier((dz, jtj + damped_g))
-    dz_normal = jnp.linalg.solve(normal_matrix, -grad)
+    dz_normal = linalg.solve(normal_matrix, -grad)
     dz = jnp.where(jnp.all(jnp.isfinite(chol)), dz, dz_normal)
     return dz, grad, jtj + hess_g, scale
 
@@ -170,6 +172,27 @@ def step(energy: Callable, parts: Callable | None, state: LMState, xtol: float) 
         stalled=stalled,
         scale=scale,
     )
+
+
+def newton_polish(energy: Callable, z, grad, hessian):
+    """One Newton step ``-H^-1 g`` from ``z`` when it is a round-off-level correction;
+    returns the point and its gradient norm.
+
+    The damped iteration stalls where the gain ``g^T H^-1 g / 2`` falls below the
+    resolution of the energy (``eps |E|``) while the gradient is still ~``sqrt(eps |E| |H|)``:
+    the gain ratio then sees only round-off, and where it happens to accept the last tiny
+    step decides the final digits.  With the exact Hessian at hand, the Newton step is taken
+    when its predicted gain is below 1e-6 nats (the Hessian at ``z`` still describes the new
+    point), the gradient norm falls and the energy does not rise beyond
+    ``16 eps (|E| + 1)`` -- a check on the gradient, which keeps its resolution there."""
+    step = linalg.solve(hessian, -grad)
+    polished = z + jnp.where(jnp.all(jnp.isfinite(step)), step, 0.0)
+    e_z, e_polished = energy(z), energy(polished)
+    floor = 16.0 * jnp.finfo(z.dtype).eps * (jnp.abs(e_z) + 1.0)
+    norm, norm_polished = jnp.linalg.norm(grad), jnp.linalg.norm(jax.grad(energy)(polished))
+    keep = ((0.5 * jnp.abs(grad @ step) <= 1e-6) & (norm_polished < norm) & jnp.isfinite(e_polished)
+            & (e_polished - e_z <= floor))
+    return jnp.where(keep, polished, z), jnp.where(keep, norm_polished, norm)
 
 
 def run(
