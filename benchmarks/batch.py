@@ -121,6 +121,9 @@ def bench_map(n: int, n_starts: int) -> dict:
             "jaxinv_batch_s": batch_s, "speedup": loop_s / batch_s, "failed": int(res.failed.sum()),
             "median_rel_diff_t1": float(np.median(np.abs(t1[ok] - t1_scipy[ok]) / t1_scipy[ok])),
             "n_differ_1pct": int(np.sum(np.abs(t1[ok] - t1_scipy[ok]) > 0.01 * t1_scipy[ok])),
+            # LM iterations of the best start per curve (the lockstep cost is the chunk's maximum)
+            "polish_steps_median": float(np.median(np.asarray(res.stats["polish_steps"]))),
+            "polish_steps_max": int(np.max(np.asarray(res.stats["polish_steps"]))),
             "median_rel_err_t1_vs_truth": float(np.median(np.abs(t1[ok] - truth["relaxation_time"][ok])
                                                           / truth["relaxation_time"][ok]))}
     return out
@@ -247,12 +250,14 @@ def main() -> None:
     parser.add_argument("--sections", default="map,energy,phase_search,selection",
                         help="comma-separated subset of map, energy, phase_search, selection (full run)")
     args = parser.parse_args()
-    sections = set(args.sections.split(","))
+    sections = {name.strip() for name in args.sections.split(",") if name.strip()}
     unknown = sections - {"map", "energy", "phase_search", "selection"}
     if unknown:
         parser.error(f"unknown sections {sorted(unknown)}")
     if args.smoke:
         sections &= {"map", "energy"}
+    if not sections:
+        parser.error("no section to run (--smoke runs only map and energy)")
     device = jax.devices()[0]
     info = {"device": f"{device.platform} ({device.device_kind})", "n_devices": jax.device_count(),
             "cpu_count": os.cpu_count(), "machine": platform.machine(), "python": platform.python_version(),

@@ -1,4 +1,5 @@
-"""The unrolled small-system linear algebra against LAPACK (numpy), one matrix and vmapped."""
+"""The unrolled small-system linear algebra against LAPACK (numpy), one matrix and vmapped;
+and the checked Newton step that uses it for the last digits of a minimum."""
 
 import jax
 import jax.numpy as jnp
@@ -6,6 +7,7 @@ import numpy as np
 import pytest
 
 from jaxinv.inference import _small_linalg as linalg
+from jaxinv.inference import levenberg_marquardt as lm
 
 SIZES = (1, 2, 3, linalg.MAX_UNROLLED, linalg.MAX_UNROLLED + 3)  # the last one through LAPACK
 
@@ -71,3 +73,40 @@ def test_vmapped_over_a_batch_and_larger_systems_use_lapack():
     text = jax.jit(linalg.lstsq).lower(jnp.asarray(a), jnp.asarray(b)).as_text()
     small = jax.jit(linalg.lstsq).lower(jnp.asarray(a[:, :3]), jnp.asarray(b)).as_text()
     assert "custom_call" in text and "custom_call" not in small  # LAPACK only above MAX_UNROLLED
+
+
+def test_householder_is_immune_to_the_scale_of_the_columns():
+    rng = np.random.default_rng(3)
+    a = rng.standard_normal((9, 3))
+    b = rng.standard_normal(9)
+    expected = np.linalg.lstsq(a, b, rcond=None)[0]
+    for scale in (1e-200, 1e200):  # sum of squares under- or overflows without scaling
+        np.testing.assert_allclose(linalg.lstsq(jnp.asarray(a * scale), jnp.asarray(b * scale)), expected, rtol=1e-12)
+
+
+def _quadratic(centre, curvature):
+    return lambda z: 0.5 * (z - centre) @ curvature @ (z - centre) + 3.0
+
+
+def test_newton_polish_takes_the_last_digits_of_a_minimum():
+    centre = jnp.array([1.0, -2.0])
+    curvature = jnp.array([[4.0, 1.0], [1.0, 3.0]])
+    energy = _quadratic(centre, curvature)
+    z = centre + jnp.array([3e-6, -2e-6])  # the gain of the step is ~1e-11 nats
+    z_new, e_new, g_new = lm.newton_polish(energy, z, jax.grad(energy)(z), linalg.cholesky(curvature))
+    np.testing.assert_allclose(z_new, centre, rtol=0, atol=1e-14)
+    assert float(jnp.linalg.norm(g_new)) < 1e-13 and float(e_new) == pytest.approx(3.0, abs=1e-15)
+
+
+def test_newton_polish_refuses_large_steps_and_saddles():
+    centre = jnp.array([1.0, -2.0])
+    curvature = jnp.array([[4.0, 1.0], [1.0, 3.0]])
+    energy = _quadratic(centre, curvature)
+    far = centre + jnp.array([0.5, 0.5])  # predicted gain ~1 nat: not a last-digit correction
+    z_new, _, _ = lm.newton_polish(energy, far, jax.grad(energy)(far), linalg.cholesky(curvature))
+    np.testing.assert_array_equal(z_new, far)
+    saddle = _quadratic(centre, jnp.diag(jnp.array([1.0, -1.0])))
+    near = centre + 1e-6
+    indefinite = linalg.cholesky(jax.hessian(saddle)(near))
+    z_new, _, _ = lm.newton_polish(saddle, near, jax.grad(saddle)(near), indefinite)
+    np.testing.assert_array_equal(z_new, near)  # no step onto the saddle point

@@ -29,7 +29,7 @@ from typing import Callable
 import jax
 import jax.numpy as jnp
 
-__all__ = ["jacobian", "hessian"]
+__all__ = ["gradient", "jacobian", "hessian"]
 
 # what JAX/Equinox/Diffrax say when a derivative mode is not available
 _MODE_ERRORS = (
@@ -55,6 +55,16 @@ def _first_supported(attempts):
                 raise
             last = err
     raise last
+
+
+def gradient(f: Callable) -> Callable:
+    """Gradient of a scalar function: reverse mode, or forward mode (``jacfwd``) for a
+    model that supports only that."""
+
+    def grad(z):
+        return _first_supported([lambda: jax.grad(f)(z), lambda: jax.jacfwd(f)(z)])
+
+    return grad
 
 
 def jacobian(f: Callable) -> Callable:

@@ -17,8 +17,8 @@ systems go to ``jnp.linalg``.  Measured (2-core CPU, jaxlib 0.10): on 1024 three
 curves the unrolled LM runs 27 % faster than with LAPACK, but at seven parameters it doubles
 the compile time of the MAP (5 s -> 10 s), hence the bound of 4.  Algorithms (Golub & Van Loan, *Matrix Computations*, 4th ed. 2013):
 
-* :func:`cholesky`: the outer-product (column) Cholesky of Alg. 4.2.1; like
-  ``jnp.linalg.cholesky`` it returns NaN where the matrix is not positive definite.
+* :func:`cholesky`: the column (gaxpy) Cholesky of Alg. 4.2.1; non-finite where the
+  matrix is not positive definite.
 * :func:`solve_triangular`: forward/back substitution (Alg. 3.1.1, 3.1.2).
 * :func:`lstsq`: Householder QR (Alg. 5.2.1) then back substitution -- the least-squares
   solution of a full-column-rank system through ``R``, so that the conditioning of ``A``
@@ -46,8 +46,9 @@ def _small(n: int) -> bool:
 
 
 def cholesky(a: jax.Array) -> jax.Array:
-    """Lower-triangular ``L`` with ``L L^T = a`` (``a`` symmetric, lower half read);
-    NaN entries when ``a`` is not positive definite."""
+    """Lower-triangular ``L`` with ``L L^T = a`` (``a`` symmetric, lower half read).
+    Where ``a`` is not positive definite, NaN from the first failing column on (LAPACK
+    through ``jnp.linalg.cholesky`` gives an all-NaN matrix): test ``all(isfinite(L))``."""
     n = a.shape[-1]
     if not _small(n):
         return jnp.linalg.cholesky(a)
@@ -88,6 +89,10 @@ def _householder_reduce(a: jax.Array, b: jax.Array):
     rows = jnp.arange(m)
     for j in range(min(n, m - 1)):
         v = jnp.where(rows >= j, a[:, j], 0.0)
+        # the reflection I - 2 v v^T / v^T v does not depend on the length of v: scaling by
+        # max|v| keeps v^T v clear of overflow and underflow (as LAPACK's dnrm2 does)
+        largest = jnp.max(jnp.abs(v))
+        v = v / jnp.where(largest > 0, largest, 1.0)
         norm = jnp.sqrt(jnp.sum(v * v))
         alpha = -jnp.where(a[j, j] >= 0, 1.0, -1.0) * norm
         v = v.at[j].add(-alpha)

@@ -122,13 +122,20 @@ class Laplace(eqx.Module):
 @eqx.filter_jit
 def _expand(post: Posterior, mode):
     """Everything numerical of the Laplace approximation at ``mode``, compiled:
-    Hessian, covariance (if positive definite), log-evidence, constrained sds."""
+    Hessian, covariance (if positive definite), log-evidence, constrained sds, and the
+    mode after :func:`~jaxinv.inference.levenberg_marquardt.newton_polish` with its gradient
+    norm.  The Hessian is that of the given point (the polish moves by at most a predicted
+    1e-6 nats); the energy, the sds and the constrained mode are those of the polished one."""
     # improper priors: no density of z to expand; use the parameter-space energy
     energy = post.energy if post.is_proper else post.map_energy
     hessian = _derivatives.hessian(energy)(mode)
     hessian = 0.5 * (hessian + hessian.T)
-    mode, gradient_norm = newton_polish(energy, mode, jax.grad(energy)(mode), hessian)
     chol = linalg.cholesky(hessian)
+    mode, _, grad = newton_polish(energy, mode, _derivatives.gradient(energy)(mode), chol)
+    gradient_norm = jnp.linalg.norm(grad)
+    # the solves below after the polish's (see levenberg_marquardt._step_least_squares on
+    # independent batched LAPACK calls and jaxlib 0.10's CPU thread pool)
+    mode, chol, hessian = jax.lax.optimization_barrier((mode, chol, hessian))
     positive_definite = jnp.all(jnp.isfinite(chol))
     inv_chol = linalg.solve_triangular(chol, jnp.eye(mode.size, dtype=mode.dtype), lower=True)
     covariance = jnp.where(positive_definite, inv_chol.T @ inv_chol, jnp.linalg.pinv(hessian))
@@ -156,7 +163,7 @@ def _standard_errors(post: Posterior, sd) -> dict:
 def laplace_arrays(post: Posterior, mode) -> Laplace:
     """The numbers of :func:`laplace` as a pure function (``jit``/``vmap`` safe): no
     warning, ``at_boundary`` left empty and no posterior attached (the batch layer adds
-    them on the host)."""
+    them on the host); the mode is polished as in :func:`laplace`."""
     return _laplace_arrays(post, mode)[0]
 
 
@@ -174,9 +181,10 @@ def laplace(post: Posterior, mode, boundary_params: dict | None = None) -> Lapla
     (default: the constrained ``mode``); :func:`~jaxinv.map_estimate` passes the
     MAP, which sits closer to a bound than the unconstrained mode does.
 
-    A last Newton step is taken from ``mode`` when it is a round-off-level correction
-    (:func:`~jaxinv.inference.levenberg_marquardt.newton_polish`); ``Laplace.mode`` is
-    that point."""
+    A last Newton step is taken from ``mode`` when it is a small correction towards the
+    minimum (predicted gain <= 1e-6 nats, positive definite Hessian, falling gradient:
+    :func:`~jaxinv.inference.levenberg_marquardt.newton_polish`); ``Laplace.mode`` is that
+    point."""
     return _laplace(post, mode, boundary_params)[0]
 
 

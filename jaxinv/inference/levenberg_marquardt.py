@@ -174,25 +174,31 @@ def step(energy: Callable, parts: Callable | None, state: LMState, xtol: float) 
     )
 
 
-def newton_polish(energy: Callable, z, grad, hessian):
-    """One Newton step ``-H^-1 g`` from ``z`` when it is a round-off-level correction;
-    returns the point and its gradient norm.
+def newton_polish(energy: Callable, z, grad, chol):
+    """One Newton step ``-H^-1 g`` from ``z`` for the last digits of a minimum; returns the
+    point, its energy and its gradient.
 
     The damped iteration stalls where the gain ``g^T H^-1 g / 2`` falls below the
     resolution of the energy (``eps |E|``) while the gradient is still ~``sqrt(eps |E| |H|)``:
-    the gain ratio then sees only round-off, and where it happens to accept the last tiny
-    step decides the final digits.  With the exact Hessian at hand, the Newton step is taken
-    when its predicted gain is below 1e-6 nats (the Hessian at ``z`` still describes the new
-    point), the gradient norm falls and the energy does not rise beyond
-    ``16 eps (|E| + 1)`` -- a check on the gradient, which keeps its resolution there."""
-    step = linalg.solve(hessian, -grad)
-    polished = z + jnp.where(jnp.all(jnp.isfinite(step)), step, 0.0)
+    the gain ratio then sees only round-off, and where it happens to accept a last tiny step
+    decides the final digits.  ``chol`` is the Cholesky factor of the Hessian at ``z`` (NaN
+    where it is not positive definite: then ``z`` stays -- no step towards a saddle).  The
+    step is taken when its predicted gain is at most 1e-6 nats (a small correction, for
+    which the Hessian at ``z`` still holds), the gradient norm falls and the energy does not
+    rise beyond ``16 eps (|E| + 1)`` -- a test on the gradient, which keeps its resolution
+    where the energy's is lost.  (For an ODE model without forward mode the Hessian is
+    central differences, ~1e-3 relative: the step then still lowers the gradient or is
+    refused.)"""
+    gradient = _derivatives.gradient(energy)
+    step = -linalg.solve_triangular(chol.T, linalg.solve_triangular(chol, grad, lower=True), lower=False)
+    ok = jnp.all(jnp.isfinite(step))
+    polished = z + jnp.where(ok, step, 0.0)
     e_z, e_polished = energy(z), energy(polished)
+    grad_polished = gradient(polished)
     floor = 16.0 * jnp.finfo(z.dtype).eps * (jnp.abs(e_z) + 1.0)
-    norm, norm_polished = jnp.linalg.norm(grad), jnp.linalg.norm(jax.grad(energy)(polished))
-    keep = ((0.5 * jnp.abs(grad @ step) <= 1e-6) & (norm_polished < norm) & jnp.isfinite(e_polished)
-            & (e_polished - e_z <= floor))
-    return jnp.where(keep, polished, z), jnp.where(keep, norm_polished, norm)
+    keep = (ok & (0.5 * jnp.abs(grad @ step) <= 1e-6) & (jnp.linalg.norm(grad_polished) < jnp.linalg.norm(grad))
+            & jnp.isfinite(e_polished) & (e_polished - e_z <= floor))
+    return jnp.where(keep, polished, z), jnp.where(keep, e_polished, e_z), jnp.where(keep, grad_polished, grad)
 
 
 def run(

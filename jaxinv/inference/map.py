@@ -6,7 +6,10 @@
    (``optax.lbfgs``), or any ``optax.GradientTransformation`` (e.g. ``"adam"``).
 3. Every end point is polished by Levenberg-Marquardt on the same energy
    (generalised Gauss-Newton curvature for least-squares likelihoods), which
-   brings NIST StRD problems to their certified values.
+   brings NIST StRD problems to their certified values, and a last checked Newton
+   step takes the digits that energy comparisons cannot resolve
+   (:func:`~jaxinv.inference.levenberg_marquardt.newton_polish`).  With
+   ``optimizer=None`` step 2 is skipped: LM alone from the starts.
 4. The best end point is the MAP (the mode in physical parameter space).  A
    short further polish with the log-Jacobian reaches the mode in unconstrained
    space, where the Laplace approximation gives standard errors and the Laplace
@@ -152,17 +155,24 @@ def _run_optax(energy, z0, opt, max_steps: int, gtol: float):
 
 def _polish_end(energy, z):
     """An end point after :func:`levenberg_marquardt.newton_polish` (the last digits, where
-    energy comparisons are round-off), its energy and the Newton decrement there,
-    ``|g^T H^-1 g| / 2`` (a singular ``H`` regularised by ``1e-12 max|diag H|``, which
-    leaves the step in its range, where ``g`` lies at a stationary point)."""
+    energy comparisons are round-off), its energy, and the Newton decrement
+    ``|g^T H^-1 g| / 2`` at the polished point (Hessian of the end point; where it is not
+    positive definite, ``H + ridge`` with ``ridge = max(1e-12, 100 eps) max|diag H|``, which
+    leaves the step in the range of ``H``, where ``g`` lies at a stationary point)."""
     hess = _derivatives.hessian(energy)(z)
     hess = 0.5 * (hess + hess.T)
-    z, _ = lm.newton_polish(energy, z, jax.grad(energy)(z), hess)
-    grad = jax.grad(energy)(z)
-    ridge = 1e-12 * jnp.max(jnp.abs(jnp.diag(hess))) * jnp.eye(z.size, dtype=z.dtype)
-    step = linalg.solve(hess + ridge, grad)
-    value = energy(z)
-    return z, jnp.where(jnp.isfinite(value), value, jnp.inf), 0.5 * jnp.abs(grad @ step)
+    chol = linalg.cholesky(hess)
+    z, value, grad = lm.newton_polish(energy, z, _derivatives.gradient(energy)(z), chol)
+    half_step = linalg.solve_triangular(chol, grad, lower=True)
+    # where H is not positive definite, the regularised solve; the barrier orders it after
+    # the factorisation above (two independent batched LAPACK calls can deadlock jaxlib
+    # 0.10's CPU thread pool: see levenberg_marquardt._step_least_squares)
+    ridge = max(1e-12, 100.0 * float(jnp.finfo(z.dtype).eps)) * jnp.maximum(jnp.max(jnp.abs(jnp.diag(hess))), 1e-300)
+    grad, regularised, half_step = jax.lax.optimization_barrier((grad, hess + ridge * jnp.eye(z.size, dtype=z.dtype),
+                                                                 half_step))
+    decrement = jnp.where(jnp.all(jnp.isfinite(chol)), 0.5 * jnp.sum(half_step**2),
+                          0.5 * jnp.abs(grad @ linalg.solve(regularised, grad)))
+    return z, jnp.where(jnp.isfinite(value), value, jnp.inf), decrement
 
 
 @eqx.filter_jit
@@ -236,7 +246,8 @@ def map_estimate(
         key: PRNG key for the prior draws used as starting points.
         n_starts: number of prior draws (ignored when ``init`` is given).
         optimizer: ``"lbfgs"`` (default), ``"adam"``, an optax optimiser, or ``None``:
-            Levenberg-Marquardt alone from each start (needs ``polish=True``).  L-BFGS
+            Levenberg-Marquardt alone from each start (needs ``polish=True``; ``max_steps``
+            and ``gtol`` then do not apply, ``polish_steps`` caps the iterations).  L-BFGS
             first makes the search robust on badly scaled problems; ``None`` is several
             times faster where LM from the starts suffices (smooth least-squares
             problems with a few parameters, e.g. batches of relaxation curves).
@@ -261,8 +272,8 @@ def map_estimate(
         estimate, and ``stats``: ``energies`` (final energy of every start),
         ``starts`` (unconstrained starting points), ``optimizer_steps``,
         ``polish_steps``, ``converged`` (per start: the polish ended on a step
-        below tolerance, or stalled where the Newton decrement is below 1e-8
-        nats), ``stalled`` (no step lowered the energy any more), ``best``,
+        below tolerance, or stalled where the Newton decrement, taken after the
+        final Newton step, is below 1e-8 nats), ``stalled`` (no step lowered the energy any more), ``best``,
         ``gradient_norm`` (of the MAP energy at the MAP, in z) and
         ``laplace_gradient_norm`` (of the energy at the Laplace point).
     """
