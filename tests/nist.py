@@ -4,9 +4,12 @@
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from dataclasses import dataclass
 from pathlib import Path
 
+import equinox as eqx
+import jax
 import jax.numpy as jnp
 import numpy as np
 
@@ -42,6 +45,18 @@ FORMULAS = {
     "Gauss2": _gauss,
     "Gauss3": _gauss,
 }
+
+
+class Curve(eqx.Module):
+    """A NIST model as a forward module: the formula (static) over the predictor ``x`` (an
+    array leaf, so that datasets with the same formula and length share one compiled MAP)."""
+
+    formula: Callable = eqx.field(static=True)
+    names: tuple[str, ...] = eqx.field(static=True)
+    x: jax.Array
+
+    def __call__(self, params):
+        return self.formula([params[b] for b in self.names], self.x)
 
 
 @dataclass(frozen=True)
