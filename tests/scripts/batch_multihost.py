@@ -38,7 +38,10 @@ def main():
     Y = amplitude[:, None] * np.exp(-np.asarray(T)[None] / tau[:, None]) + 0.05 * rng.standard_normal((8, T.size))
     model = ji.Model(decay, {"amplitude": ji.priors.Uniform(0.0, 5.0), "decay_time": ji.priors.LogUniform(0.1, 10.0)},
                      ji.likelihoods.Normal(sigma=0.05))
-    res = ji.batch(ji.map_estimate, model, Y, jax.random.key(0), n_starts=2)
+    # Levenberg-Marquardt alone (the batch setting for small least-squares problems): a third of
+    # the default's compile time in each of the three processes; tests/scripts/batch_devices.py
+    # shards the default L-BFGS + LM
+    res = ji.batch(ji.map_estimate, model, Y, jax.random.key(0), n_starts=2, optimizer=None)
     out = {"process_count": jax.process_count(), "failed": res.failed.tolist(),
            "params": {k: np.asarray(v).tolist() for k, v in res.params.items()}}
     with open(sys.argv[-1], "w") as f:
