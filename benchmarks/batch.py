@@ -33,8 +33,9 @@
    against a Python loop of dynesty (static nested sampling, 400 live points, the same
    likelihood jitted, the prior transform from the same priors as ``benchmarks/evidence.py``)
    on a subset of the curves, timed per (curve, model).  Accuracy: jaxinv's standard errors
-   (spread of the 4 runs) and the agreement of the two F on the subset; the speed ratio is per (curve, model) at those settings.  A 2-core CPU runs 64
-   curves here, not the issue's 1000 spectra x K = 1..4 (that size is for a GPU).
+   (spread of the 4 runs) and the agreement of the two F on the subset; the speed ratio is per
+   (curve, model) at those settings.  A 2-core CPU runs 64 curves by default
+   (``--selection-curves``), not the issue's 1000 spectra x K = 1..4 (that size is for a GPU).
 
 Results (with machine information) go to ``benchmarks/results/batch-<host>-<date>.json``.
 Not yet here: GPU figures (no GPU was lent to the session that wrote this).
@@ -249,6 +250,9 @@ def main() -> None:
     parser.add_argument("--smoke", action="store_true")
     parser.add_argument("--sections", default="map,energy,phase_search,selection",
                         help="comma-separated subset of map, energy, phase_search, selection (full run)")
+    parser.add_argument("--selection-curves", type=int, default=64,
+                        help="curves in the batch selection section (64 x 3 models did not finish in 12 "
+                             "minutes on a 2-core CPU)")
     args = parser.parse_args()
     sections = {name.strip() for name in args.sections.split(",") if name.strip()}
     unknown = sections - {"map", "energy", "phase_search", "selection"}
@@ -285,7 +289,7 @@ def main() -> None:
     if "phase_search" in sections:
         record("phase_search", bench_phase(500, 500))
     if "selection" in sections:
-        record("selection", bench_selection(64, 4))
+        record("selection", bench_selection(args.selection_curves, min(4, args.selection_curves)))
     m = out.get("map", {})
     for name in MAP_SETTINGS if m else ():
         r = m[name]
