@@ -216,8 +216,7 @@ class BatchResult:
         if laplace is not None and self.model is not None and observed is not None and not self.failed[i]:
             post = self.model.condition(observed)
             params = one.params if one.sample_dims == 0 else one.stats.get("_map", post.constrain(laplace.mode))
-            at_boundary = tuple(k for k, p in post.priors.items() if p.at_boundary(params[k]))
-            laplace = dataclasses.replace(laplace, at_boundary=at_boundary, posterior=post)
+            laplace = dataclasses.replace(laplace, at_boundary=_at_boundary(post, params), posterior=post)
         stats = {k: v for k, v in one.stats.items() if not k.startswith("_")}
         return Result(params={k: one.params[k] for k in self.stacked.params}, method=one.method,
                       sample_dims=one.sample_dims, log_evidence=one.log_evidence, log_evidence_se=one.log_evidence_se,
@@ -232,9 +231,13 @@ class BatchResult:
     def summary_table(self) -> list[dict]:
         """One row per dataset: ``dataset``, ``failed``, ``error``, ``free_energy``,
         ``free_energy_se``, per parameter element ``NAME[.j]_mean/_sd/_q05/_q95`` (draws) or
-        ``NAME[.j]`` and ``NAME[.j]_sd`` (MAP, Laplace sd), and the scalar diagnostics the
-        engine reports (``rhat_max``, ``ess_min``, ``divergences``, ``converged``, ...)."""
+        ``NAME[.j]`` and ``NAME[.j]_sd`` (MAP, Laplace sd), the scalar diagnostics the
+        engine reports (``rhat_max``, ``ess_min``, ``divergences``, ``converged``, ...) and,
+        for a MAP, ``at_boundary``: the parameters whose MAP lies on a bound of its prior's
+        support (space-separated; ``laplace.at_boundary`` of ``result[i]``)."""
         self._result()
+        boundary = (self.stacked.sample_dims == 0 and self.stacked.laplace is not None
+                    and self.model is not None and self.Y is not None)
         rows = []
         stats = {k: np.asarray(v) for k, v in self.stacked.stats.items()
                  if not k.startswith("_") and not isinstance(v, tuple) and np.ndim(v) == 1}
@@ -261,6 +264,10 @@ class BatchResult:
                             row[f"{label[0]}_sd"] = float(np.ravel(sd)[label[1]])
             for k, v in stats.items():
                 row[k] = v[i].item()
+            if boundary:
+                row["at_boundary"] = "" if self.failed[i] else " ".join(
+                    _at_boundary(self.model.condition(jax.tree.map(jnp.asarray, _row(self.Y, i))),
+                                 {k: np.asarray(v)[i] for k, v in self.stacked.params.items()}))
             rows.append(row)
         return rows
 
@@ -310,6 +317,11 @@ class BatchResult:
             arrays.update({f"se_{k}": v for k, v in lap.standard_errors.items()})
             dataset(arrays, ("dataset",)).to_netcdf(path, group="laplace", engine="h5netcdf", mode="a")
         return path
+
+
+def _at_boundary(post: Posterior, params: dict) -> tuple[str, ...]:
+    """Names of the parameters whose MAP ``params`` lies on a bound of its prior's support."""
+    return tuple(k for k, p in post.priors.items() if p.at_boundary(params[k]))
 
 
 def _element_labels(name: str, shape) -> list[tuple[str, int]]:

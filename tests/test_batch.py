@@ -43,6 +43,7 @@ def data(n, seed=0):
 def map_batch():
     Y, _, _ = data(6)
     Y[2, 5] = np.nan  # a bad dataset: marked, not fatal
+    Y[4] *= 2.5  # amplitude ~6.6, beyond the prior's bound 5: a MAP at the bound
     with pytest.warns(RuntimeWarning, match="1 of 6 datasets failed"):
         res = ji.batch(ji.map_estimate, decay_model(), Y, jax.random.key(3), n_starts=2)
     return Y, res
@@ -79,6 +80,9 @@ def test_summary_table_and_netcdf_round_trip(map_batch, tmp_path):
     rows = res.summary_table()
     assert len(rows) == 6 and rows[2]["failed"] and rows[0]["error"] == ""
     assert {"amplitude", "amplitude_sd", "decay_time", "free_energy", "converged"} <= set(rows[0])
+    # the MAP of dataset 4 sits on the amplitude prior's upper bound: flagged, as by res[4]
+    assert [r["at_boundary"] for r in rows] == ["", "", "", "", "amplitude", ""]
+    assert res[4].laplace.at_boundary == ("amplitude",) and float(res.params["amplitude"][4]) == pytest.approx(5.0)
     res.write_table(tmp_path / "table.csv")
     assert (tmp_path / "table.csv").read_text().count("\n") == 7
     res.save(tmp_path / "batch.nc")

@@ -250,7 +250,11 @@ def map_estimate(
             and ``gtol`` then do not apply, ``polish_steps`` caps the iterations).  L-BFGS
             first makes the search robust on badly scaled problems; ``None`` is several
             times faster where LM from the starts suffices (smooth least-squares
-            problems with a few parameters, e.g. batches of relaxation curves).
+            problems with a few parameters, e.g. batches of relaxation curves).  LM alone
+            can run from a prior draw onto a plateau where a bounded parameter sits at its
+            bound (saturated transform, zero gradient, reported converged): measured on
+            0.16 % of 10 000 NMR curves with 4 starts, each flagged by
+            ``laplace.at_boundary`` (docs/batch.md).
         init: explicit starting point(s) instead of prior draws: a dict
             ``{name: value}`` (values may carry a leading batch axis), a list of
             such dicts, or an array of unconstrained points ``(n, dim)``.
