@@ -236,8 +236,12 @@ class BatchResult:
         for a MAP, ``at_boundary``: the parameters whose MAP lies on a bound of its prior's
         support (space-separated; ``laplace.at_boundary`` of ``result[i]``)."""
         self._result()
-        boundary = (self.stacked.sample_dims == 0 and self.stacked.laplace is not None
-                    and self.model is not None and self.Y is not None)
+        boundary = None
+        if self.stacked.sample_dims == 0 and self.stacked.laplace is not None and self.model is not None:
+            # the priors do not depend on the data: one vectorised check per parameter
+            flags = {k: np.asarray(jax.vmap(p.boundary_flag)(jnp.asarray(self.stacked.params[k])))
+                     for k, p in self.model.all_priors.items()}
+            boundary = [" ".join(k for k, f in flags.items() if f[i]) for i in range(len(self))]
         rows = []
         stats = {k: np.asarray(v) for k, v in self.stacked.stats.items()
                  if not k.startswith("_") and not isinstance(v, tuple) and np.ndim(v) == 1}
@@ -264,10 +268,8 @@ class BatchResult:
                             row[f"{label[0]}_sd"] = float(np.ravel(sd)[label[1]])
             for k, v in stats.items():
                 row[k] = v[i].item()
-            if boundary:
-                row["at_boundary"] = "" if self.failed[i] else " ".join(
-                    _at_boundary(self.model.condition(jax.tree.map(jnp.asarray, _row(self.Y, i))),
-                                 {k: np.asarray(v)[i] for k, v in self.stacked.params.items()}))
+            if boundary is not None:
+                row["at_boundary"] = "" if self.failed[i] else boundary[i]
             rows.append(row)
         return rows
 

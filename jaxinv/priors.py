@@ -174,12 +174,17 @@ class Prior(eqx.Module):
         LogUniform) exceeds ``logit_limit`` (within ~1e-4 of the range from a
         bound); for a simplex, a component below 1e-4.  A Laplace approximation
         at such a mode is unreliable (the mass is cut by the bound)."""
+        return bool(self.boundary_flag(x, logit_limit))
+
+    def boundary_flag(self, x, logit_limit: float = 9.0) -> jax.Array:
+        """:meth:`at_boundary` as a traceable boolean scalar (``jit``/``vmap`` over many
+        values, e.g. the MAPs of a batch)."""
         x = jnp.asarray(x)
         if isinstance(self.support, constraints._Simplex):
-            return bool(jnp.min(x) < 1e-4)
+            return jnp.min(x) < 1e-4
         if isinstance(self.support, constraints._Interval):
-            return bool(jnp.max(jnp.abs(self._support_map().inv(x))) > logit_limit)
-        return False
+            return jnp.max(jnp.abs(self._support_map().inv(x))) > logit_limit
+        return jnp.asarray(False)
 
     # -- densities -------------------------------------------------------------
     def log_prob(self, x, parents=None):
@@ -285,8 +290,8 @@ class Conditional(Prior):
                 raise ValueError(f"parent {name!r} needs one value per draw: leading dimension {n}, got shape {v.shape}")
         return jax.vmap(lambda k, v: self.bind(v).sample(k, 1)[0])(jax.random.split(key, n), values)
 
-    def at_boundary(self, x, logit_limit: float = 9.0) -> bool:
-        return False
+    def boundary_flag(self, x, logit_limit: float = 9.0) -> jax.Array:
+        return jnp.asarray(False)
 
 
 def dependency_order(priors: dict) -> tuple[str, ...]:
