@@ -216,7 +216,8 @@ class BatchResult:
         if laplace is not None and self.model is not None and observed is not None and not self.failed[i]:
             post = self.model.condition(observed)
             params = one.params if one.sample_dims == 0 else one.stats.get("_map", post.constrain(laplace.mode))
-            laplace = dataclasses.replace(laplace, at_boundary=_at_boundary(post, params), posterior=post)
+            at_boundary = tuple(k for k, p in post.priors.items() if p.at_boundary(params[k]))
+            laplace = dataclasses.replace(laplace, at_boundary=at_boundary, posterior=post)
         stats = {k: v for k, v in one.stats.items() if not k.startswith("_")}
         return Result(params={k: one.params[k] for k in self.stacked.params}, method=one.method,
                       sample_dims=one.sample_dims, log_evidence=one.log_evidence, log_evidence_se=one.log_evidence_se,
@@ -319,11 +320,6 @@ class BatchResult:
             arrays.update({f"se_{k}": v for k, v in lap.standard_errors.items()})
             dataset(arrays, ("dataset",)).to_netcdf(path, group="laplace", engine="h5netcdf", mode="a")
         return path
-
-
-def _at_boundary(post: Posterior, params: dict) -> tuple[str, ...]:
-    """Names of the parameters whose MAP ``params`` lies on a bound of its prior's support."""
-    return tuple(k for k, p in post.priors.items() if p.at_boundary(params[k]))
 
 
 def _element_labels(name: str, shape) -> list[tuple[str, int]]:
