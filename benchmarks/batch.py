@@ -13,10 +13,11 @@
    (median relative difference; the MAP includes the priors, so it differs from the
    least-squares fit by ~1e-4; curves differing by more than 1 %), and for LM alone the curves
    whose MAP energy is above the default's (a worse optimum: 16 of 10 000 on 2026-12-07, every
-   start on a plateau at a prior bound) with how many of them ``laplace.at_boundary`` flags
-   (all 16).  Under ``vmap`` a chunk's
-   while loops run in lockstep: every curve of a chunk waits for the slowest start's last
-   iteration (LM: median 28, max ~260 iterations on 1024 curves), so the wall time follows
+   start on a plateau at a prior bound, before LM's steps were limited in the coordinates of
+   bounded parameters; none since) with how many of them ``laplace.at_boundary`` flags.
+   Under ``vmap`` a chunk's while loops run in lockstep: every curve of a chunk waits for the
+   slowest start's last
+   iteration (LM: median ~24, max ~280 iterations on 1024 curves), so the wall time follows
    the iteration cap ``polish_steps`` more than the typical curve.
 2. **Energy + gradient evaluations per second** of the batched NMR energy
    (``vmap(value_and_grad(post.energy))`` over datasets x points), against the CPU's measured

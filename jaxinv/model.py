@@ -155,6 +155,13 @@ class Posterior(eqx.Module):
         """True when every prior is normalised (evidence is then defined)."""
         return all(p.is_proper for p in self.priors.values())
 
+    @property
+    def saturating(self) -> np.ndarray:
+        """Boolean mask over ``z``: the coordinates of parameters whose support is bounded
+        on both sides (:attr:`Prior.saturates`), where the unconstrained map saturates."""
+        flags = [np.full(size, prior.saturates) for prior, size in zip(self.priors.values(), self.sizes)]
+        return np.concatenate(flags) if flags else np.zeros(0, bool)
+
     def unravel(self, z) -> dict[str, jax.Array]:
         """Split ``z`` into ``{name: unconstrained array}``."""
         out, start = {}, 0

@@ -156,6 +156,14 @@ class Prior(eqx.Module):
         return self.distribution is not None
 
     @property
+    def saturates(self) -> bool:
+        """True when the support is bounded on both sides (an interval, a simplex), so that
+        the map from the real line onto it is a sigmoid (or stick-breaking): far from 0 in
+        unconstrained space the parameter sits at a bound and the gradient underflows (the
+        MAP search limits its steps in these coordinates)."""
+        return isinstance(self.support, (constraints._Interval, constraints._Simplex))
+
+    @property
     def parents(self) -> tuple[str, ...]:
         """Names of the parameters this prior depends on (none for a plain prior)."""
         return ()

@@ -8,7 +8,7 @@ from pathlib import Path
 import numpy as np
 
 from .results import Result, to_json_value
-from .selection import Selection
+from .selection import Selection, caveats
 
 __all__ = ["summary_dict", "format_table", "write_summary"]
 
@@ -41,6 +41,7 @@ def model_entry(name: str, result: Result, draws: Result | None, k) -> dict:
         ),
         "posterior": posterior,
         "diagnostics": _diagnostics(draws if draws is not None else result),
+        "free_energy_caveats": caveats(result),
     }
 
 
@@ -88,11 +89,8 @@ def format_table(selection: Selection) -> str:
             se = res.laplace.standard_errors if res.laplace is not None else {}
             for param, value in res.params.items():
                 lines.append(f"      {param:28s} {_fmt(value, se.get(param, np.nan))}")
-        if res.laplace is not None and res.laplace.at_boundary:
-            lines.append(
-                f"      ! mode at the prior boundary of {', '.join(res.laplace.at_boundary)}: "
-                "the Laplace free energy of this model is unreliable"
-            )
+        for caveat in caveats(res):
+            lines.append(f"      ! {caveat}: the Laplace free energy of this model is unreliable")
     lines.append(f"selected (lowest free energy): {chosen}")
     return "\n".join(lines)
 

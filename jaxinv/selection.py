@@ -16,7 +16,24 @@ import numpy as np
 from .model import Model, Posterior
 from .results import Result
 
-__all__ = ["Selection", "select"]
+__all__ = ["Selection", "select", "caveats"]
+
+
+def caveats(result: Result) -> list[str]:
+    """Why a model's free energy may be unreliable, as short sentences (empty when there is
+    no known reason): for a Laplace free energy, a mode at a prior bound (the Gaussian
+    leaves the support) or a MAP search whose best start did not converge (the Gaussian is
+    taken at a point that is not a mode: typically a nearly degenerate model, e.g. two
+    relaxation components that the data cannot tell apart, whose optimum lies at infinity
+    in the unconstrained space)."""
+    out = []
+    if result.laplace is not None and result.laplace.at_boundary:
+        out.append(f"mode at the prior boundary of {', '.join(result.laplace.at_boundary)}")
+    stats = result.stats or {}
+    if result.method == "map" and "converged" in stats and "best" in stats:
+        if not bool(np.asarray(stats["converged"])[int(stats["best"])]):
+            out.append(f"MAP search did not converge (gradient norm {float(stats['gradient_norm']):.2g})")
+    return out
 
 
 @dataclass(frozen=True)
@@ -64,7 +81,8 @@ class Selection:
 
     @property
     def table(self) -> list[dict]:
-        """Rows: name, K, free energy, its standard error, posterior probability."""
+        """Rows: name, K, free energy, its standard error, posterior probability, and
+        ``caveats`` (:func:`caveats`: reasons the free energy may be unreliable)."""
         prob = self.probabilities
         return [
             {
@@ -73,6 +91,7 @@ class Selection:
                 "free_energy": float(r.free_energy),
                 "free_energy_se": float(r.free_energy_se),
                 "probability": prob[k],
+                "caveats": caveats(r),
             }
             for k, r in self.results.items()
         ]

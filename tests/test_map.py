@@ -143,6 +143,68 @@ def test_mode_at_prior_boundary_is_flagged():
     fit = ji.map_estimate(model.condition(3.0 * x + 0.5), jax.random.key(0), n_starts=4)
     assert fit.laplace.at_boundary == ("a",)  # the data want a = 3 > 1; b = 0.5 is interior
     assert float(fit.params["a"]) == pytest.approx(1.0, abs=1e-3)
+    assert ji.selection.caveats(fit) == ["mode at the prior boundary of a"]
+
+
+def test_unconverged_map_is_a_caveat_of_its_free_energy():
+    """A Laplace free energy at a point that is not a mode is marked in the selection table
+    and the printed report (e.g. two relaxation components the data cannot separate)."""
+    from jaxinv.report import format_table
+
+    x = jnp.linspace(0, 1, 10)
+    model = ji.Model(lambda p: p["a"] * jnp.exp(-x / p["b"]),
+                     {"a": ji.priors.Normal(0.0, 10.0), "b": ji.priors.LogUniform(1e-2, 1e2)},
+                     ji.likelihoods.Normal(sigma=0.01))
+    y = 2.0 * jnp.exp(-x / 0.3)
+    cut_short = ji.map_estimate(model.condition(y), jax.random.key(0), n_starts=2, optimizer=None, polish_steps=2)
+    assert not bool(cut_short.stats["converged"][cut_short.stats["best"]])
+    (caveat,) = ji.selection.caveats(cut_short)
+    assert caveat.startswith("MAP search did not converge (gradient norm")
+    full = ji.map_estimate(model.condition(y), jax.random.key(0), n_starts=2, optimizer=None)
+    assert ji.selection.caveats(full) == []
+    sel = ji.Selection(results={"cut short": cut_short, "full": full})
+    assert [row["caveats"] for row in sel.table] == [[caveat], []]
+    assert f"! {caveat}: the Laplace free energy of this model is unreliable" in format_table(sel)
+
+
+def test_levenberg_marquardt_alone_does_not_jump_onto_a_saturated_bound():
+    """A Gauss-Newton step from a poor start can jump to |logit| ~ 1e2, where a bounded
+    parameter sits at its bound and its gradient underflows: a plateau the iteration never
+    leaves (found on 0.16 % of a 10 000-curve batch).  The MAP search limits its steps in
+    the coordinates of bounded parameters; from every start of a box in z it must reach the
+    minimum."""
+    from jaxinv.inference import levenberg_marquardt as lm
+
+    delays = jnp.geomspace(0.01, 20.0, 16)
+    model = ji.Model(InversionRecovery(delays),
+                     {"inversion_efficiency": ji.priors.Uniform(0.0, 1.0),
+                      "equilibrium_magnetization": ji.priors.Uniform(0.0, 2.0),
+                      "relaxation_time": ji.priors.LogUniform(1e-2, 1e2)},
+                     ji.likelihoods.Normal(sigma=0.01))
+    noise = 0.01 * np.random.default_rng(7).standard_normal(16)
+    post = model.condition(1.0 - 2 * 0.95 * jnp.exp(-delays / 1.0) + noise)
+    starts = jax.random.uniform(jax.random.key(3), (400, 3), minval=-4.0, maxval=4.0)
+    fit = ji.map_estimate(post, init=starts, optimizer=None)
+    # every start reaches the MAP found by scipy from the true values: the energy is
+    # 1/2 |r / sigma|^2 + log T1 (the log-uniform prior's density is 1/T1, the uniform ones
+    # are flat), written as a sum of squares with the extra residual sqrt(2 (log T1 + 10))
+    from scipy.optimize import least_squares
+
+    y, t = np.asarray(post.y), np.asarray(delays)
+    residuals = lambda p: np.append((p[1] * (1 - 2 * p[0] * np.exp(-t / p[2])) - y) / 0.01,
+                                    np.sqrt(2 * (np.log(p[2]) + 10)))
+    reference = least_squares(residuals, [0.95, 1.0, 1.0], method="lm", xtol=1e-15, ftol=1e-15, gtol=1e-15).x
+    ends = jax.vmap(post.constrain)(fit.stats["ends"])
+    for k, name in enumerate(post.names):
+        np.testing.assert_allclose(ends[name], reference[k], rtol=1e-6)
+    np.testing.assert_allclose(fit.stats["energies"], fit.stats["energy"], rtol=0, atol=1e-8)
+    assert bool(jnp.all(fit.stats["converged"])) and fit.laplace.at_boundary == ()
+    assert int(jnp.max(fit.stats["polish_steps"])) < 300
+    # the hazard: without the step limit many of these starts end on a plateau
+    parts = lambda z: post.least_squares_parts(z, jacobian=False)
+    unlimited = jax.jit(jax.vmap(lambda z: lm.run(post.map_energy, z, parts)))(starts)
+    stuck = np.asarray(unlimited.energy) > float(fit.stats["energy"]) + 1.0
+    assert stuck.sum() > 50 and np.all(np.max(np.abs(np.asarray(unlimited.z)[stuck]), axis=1) > 20)
 
 
 def test_polish_converges_with_inferred_noise_level():

@@ -59,6 +59,7 @@ def test_cli_run_default_data(tmp_path, capsys):
     assert 0 < single["map_se"]["relaxation_time"] < 0.2
     assert set(single["posterior"]["relaxation_time"]) == {"mean", "sd", "q05", "q95"}
     assert {"rhat_max", "ess_min", "divergences"} <= set(single["diagnostics"])
+    assert single["free_energy_caveats"] == []  # converged, interior mode
     for f in ("posterior.nc", "fit.png", "free_energy.png"):
         assert (out / f).stat().st_size > 0
 

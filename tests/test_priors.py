@@ -71,6 +71,19 @@ def test_dirichlet_simplex():
     np.testing.assert_allclose(prior.unconstrain(x), [0.2, -0.4], rtol=1e-9)
 
 
+def test_saturating_coordinates_are_those_of_bounded_supports():
+    """The MAP search limits its steps where the unconstrained map is a sigmoid."""
+    bounded = [ji.priors.Uniform(0.0, 1.0), ji.priors.LogUniform(1e-2, 1e2, shape=2), ji.priors.Dirichlet(1.0, shape=3),
+               ji.priors.Flat(support=npd.constraints.interval(0.0, 1.0))]
+    open_ended = [ji.priors.Normal(0.0, 1.0), ji.priors.HalfNormal(1.0), ji.priors.LogNormal(0.0, 1.0),
+                  ji.priors.Exponential(1.0), ji.priors.Flat()]
+    assert all(p.saturates for p in bounded) and not any(p.saturates for p in open_ended)
+    priors = {"a": ji.priors.Normal(0.0, 1.0), "w": ji.priors.Dirichlet(1.0, shape=3),
+              "b": ji.priors.LogUniform(1e-2, 1e2, shape=2)}
+    model = ji.Model(lambda p: p["a"] + p["w"][0] * p["b"][0], priors, ji.likelihoods.Normal(sigma=1.0))
+    assert model.condition(jnp.zeros(())).saturating.tolist() == [False, True, True, True, True]
+
+
 def test_bad_prior_arguments():
     with pytest.raises(ValueError, match="high > low"):
         ji.priors.Uniform(2.0, 1.0)

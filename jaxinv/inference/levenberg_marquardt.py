@@ -18,6 +18,15 @@ Hessian of E.  Each step solves
 updates the damping with Nielsen's gain-ratio rule (Madsen, Nielsen & Tingleff
 2004, "Methods for non-linear least squares problems", eq. 2.21 and Alg. 3.16).
 
+An optional per-coordinate ``step_limit`` shortens a step (keeping its direction) so that
+no coordinate moves by more than its limit: for the unconstrained coordinate of a bounded
+parameter (a logit) a Gauss-Newton step far from the optimum can jump to |z| ~ 1e3, where
+the parameter sits at its bound, the sigmoid has underflowed and the gradient along that
+coordinate is exactly 0 -- a plateau the iteration never leaves.  A shortened damped
+Gauss-Newton step is still a descent direction, so the gain-ratio test is unchanged (a
+bound on the step in the spirit of the trust region of More 1978, sec. 5, but per
+coordinate and in the coordinates where saturation happens).
+
 ``optimistix.LevenbergMarquardt`` only handles a pure sum of squares; this
 version carries the prior and Jacobian terms g that every jaxinv energy has,
 which is why it is written here.  Pure function of arrays: ``jit``/``vmap`` safe.
@@ -136,14 +145,26 @@ def init(energy: Callable, z, parts: Callable | None = None, damping: float = 1e
     )
 
 
-def step(energy: Callable, parts: Callable | None, state: LMState, xtol: float) -> LMState:
-    """One damped step; rejected steps raise the damping and leave ``z`` unchanged."""
+def _limited(dz, step_limit):
+    """``dz`` shortened (same direction) so that ``|dz_i| <= step_limit_i`` for every ``i``,
+    and the factor it was shortened by (1 where it was not)."""
+    if step_limit is None:
+        return dz, jnp.ones((), dz.dtype)
+    ratio = jnp.min(jnp.where(jnp.abs(dz) > step_limit, step_limit / jnp.where(dz == 0, 1.0, jnp.abs(dz)), 1.0))
+    return dz * ratio, ratio
+
+
+def step(energy: Callable, parts: Callable | None, state: LMState, xtol: float, step_limit=None) -> LMState:
+    """One damped step; rejected steps raise the damping and leave ``z`` unchanged.
+    ``step_limit``: per-coordinate bound on ``|dz|`` (``inf`` for none; see the module
+    docstring), or ``None``."""
     z = state.z
     if parts is None:
         dz, grad, hess, scale = _step_exact(energy, z, state.damping, state.scale)
     else:
         dz, grad, hess, scale = _step_least_squares(parts, z, state.damping, state.scale)
     dz = jnp.where(jnp.all(jnp.isfinite(dz)), dz, jnp.zeros_like(dz))
+    dz, shortened = _limited(dz, step_limit)
     z_new = z + dz
     half, rest = _evaluate(energy, parts, z_new)
     predicted = -(grad @ dz + 0.5 * dz @ hess @ dz)
@@ -156,6 +177,11 @@ def step(energy: Callable, parts: Callable | None, state: LMState, xtol: float) 
         state.damping * jnp.maximum(1.0 / 3.0, 1.0 - (2.0 * rho - 1.0) ** 3),
         state.damping * state.nu,
     )
+    # a shortened step asks for more damping: the damping term lambda D dominates in the
+    # flat coordinates that made the step too long, so raising lambda by the factor the
+    # step was shortened by brings the next step near the limit there while the others keep
+    # their Gauss-Newton steps (as More 1978, sec. 5, adjusts lambda to the trust radius)
+    damping = jnp.where(shortened < 1.0, jnp.maximum(damping, state.damping / shortened), damping)
     nu = jnp.where(accept, 2.0, 2.0 * state.nu)
     small_step = jnp.linalg.norm(dz) <= xtol * (jnp.linalg.norm(z) + xtol)
     stalled = state.damping > 1e16  # no direction decreases the energy any more
@@ -208,6 +234,7 @@ def run(
     max_steps: int = 2000,
     xtol: float | None = None,
     damping0: float = 1e-3,
+    step_limit=None,
 ) -> LMState:
     """Minimise ``energy`` from ``z0``.
 
@@ -219,6 +246,8 @@ def run(
         max_steps: iteration cap.
         xtol: relative step tolerance (default ``eps**0.75``, about 2e-12 in float64).
         damping0: initial damping lambda (relative to the scaled diagonal).
+        step_limit: per-coordinate bound on the step ``|dz_i|`` (array broadcastable to
+            ``z``, ``inf`` where there is none), or ``None`` (no bound).
     """
     z0 = jnp.asarray(z0)
     xtol = float(jnp.finfo(z0.dtype).eps) ** 0.75 if xtol is None else xtol
@@ -226,4 +255,4 @@ def run(
     def cond(s):
         return (~s.converged) & (~s.stalled) & (s.n_steps < max_steps) & jnp.isfinite(s.energy)
 
-    return jax.lax.while_loop(cond, lambda s: step(energy, parts, s, xtol), init(energy, z0, parts, damping0))
+    return jax.lax.while_loop(cond, lambda s: step(energy, parts, s, xtol, step_limit), init(energy, z0, parts, damping0))
