@@ -34,6 +34,23 @@ from .priors import Prior, as_prior, dependency_order
 __all__ = ["Model", "Posterior"]
 
 
+def _scored(prediction, score):
+    """``score(prediction)``, with no cotangent sent back into the forward model where the
+    score is not finite.
+
+    A prediction the likelihood cannot score (a negative concentration under a log-normal
+    likelihood, a failed ODE solve) gives a non-finite energy, which the engines treat as
+    zero probability.  Its cotangent is NaN, and sent back through an implicit ODE solver's
+    adjoint it makes the linear solve raise (Diffrax's Kvaerno5: "A linear solver received
+    non-finite (NaN or inf) input") instead of giving a NaN gradient.  The double ``where``
+    (JAX FAQ, "Gradients contain NaN where using where") sends a zero cotangent there; the
+    score is evaluated on the detached prediction first (XLA merges the two evaluations in
+    the forward pass)."""
+    detached = jax.lax.stop_gradient(prediction)
+    finite = jnp.all(jnp.stack([jnp.all(jnp.isfinite(leaf)) for leaf in jax.tree_util.tree_leaves(score(detached))]))
+    return score(jax.tree_util.tree_map(lambda p, d: jnp.where(finite, p, d), prediction, detached))
+
+
 class Model(eqx.Module):
     """A forward model with priors over its parameters and a likelihood.
 
@@ -220,7 +237,8 @@ class Posterior(eqx.Module):
         or for a Joint all measurements flattened and concatenated in their order."""
         params = self.constrain(z)
         fwd = self._forward_params(params)
-        return self.model.likelihood.pointwise_log_prob(self.y, self.model.forward(fwd), params)
+        score = lambda prediction: self.model.likelihood.pointwise_log_prob(self.y, prediction, params)
+        return _scored(self.model.forward(fwd), score)
 
     def log_likelihood(self, z) -> jax.Array:
         """``log p(y | theta(z))``."""
@@ -262,7 +280,8 @@ class Posterior(eqx.Module):
             raise ValueError(f"{type(self.model.likelihood).__name__} likelihood has no least-squares form")
         params = self.constrain(z)
         fwd = self._forward_params(params)
-        r, c = self.model.likelihood.least_squares_parts(self.y, self.model.forward(fwd), params)
+        r, c = _scored(self.model.forward(fwd),
+                       lambda prediction: self.model.likelihood.least_squares_parts(self.y, prediction, params))
         if jacobian:
             rest = c - self.log_prior(z)
         else:

@@ -71,6 +71,24 @@ def test_log_density_is_the_posteriordb_model(data):
     np.testing.assert_allclose(prior, sum(halfcauchy.logpdf(v) for v in POINT.values()), rtol=1e-12)
 
 
+def test_implicit_solver_gradient_where_the_likelihood_fails_does_not_raise(data):
+    """At k_a = 1000, K_m = 1e-8, V_m = 1e4 the drug is eliminated at once and the Kvaerno5
+    solution dips below zero (by ~1e-23 mg/L): log C is NaN and the energy non-finite (zero
+    probability).  The gradient must
+    come back -- finite in the physical parameters, whose only terms are then the prior's --
+    instead of the NaN cotangent making the implicit solver's adjoint raise ("A linear solver
+    received non-finite input"), which stopped a NUTS run."""
+    post = de.models(data, solver="kvaerno5")["one-compartment"].condition(data.y)
+    z = post.unconstrain({"k_a": 1000.0, "K_m": 1e-8, "V_m": 1e4, "sigma": 0.1})
+    assert float(jnp.min(post.predict(z))) < 0.0
+    value, grad = jax.jit(jax.value_and_grad(post.log_density))(z)
+    assert not np.isfinite(float(value))
+    prior_only = jax.grad(post.log_prior)(z)
+    np.testing.assert_allclose(grad[:3], prior_only[:3], rtol=1e-12)
+    residuals, _ = jax.jit(lambda u: post.least_squares_parts(u))(z)  # the MAP's form too
+    assert not np.all(np.isfinite(np.asarray(residuals)))
+
+
 @pytest.mark.slow
 def test_map_near_the_reference_posterior(post):
     """Fast check: the MAP of the well-identified k_a, sigma within one reference sd of the

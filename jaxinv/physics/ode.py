@@ -38,7 +38,12 @@ solve that fails (step size driven to zero, ``max_steps`` exhausted, non-finite 
 returns a prediction filled with NaN, so the energy is NaN, which every jaxinv engine
 reads as zero probability (MAP rejects the step, NUTS/HMC flag a divergence and reject,
 SMC and replica exchange read NaN as ``log p = -inf``).  ``ODE.solve`` gives the raw
-Diffrax solution with its ``result`` code for diagnosis.
+Diffrax solution with its ``result`` code for diagnosis.  Where the likelihood cannot
+score a prediction (log of a negative concentration), the posterior sends no cotangent
+back into the solve, so the gradient of an implicit solver's step does not raise either.
+One case is left: when the Newton iteration inside an implicit step (Kvaerno*) turns NaN,
+the gradient's linear solve (Optimistix's implicit JVP) raises an ``EquinoxRuntimeError``;
+set ``EQX_ON_ERROR=nan`` in the environment to turn it into NaN (docs/drug-elimination.md).
 
 Everything is a pure function of ``params``: works under ``jit``, ``vmap`` (one
 dataset or parameter set per lane) and ``grad``.  Keep the functions you pass
