@@ -172,7 +172,10 @@ def reference_free_energy(post, z_draws, key, n_draws: int, df: float = 5.0, inf
 
 # ----------------------------------------------------------------------------- dynesty
 def _inverse_cdf(base):
-    """NumPy inverse CDF of a scalar numpyro distribution (the prior transform of dynesty)."""
+    """NumPy inverse CDF of a scalar numpyro distribution (the prior transform of dynesty); for
+    a Dirichlet, K uniforms to the simplex through K independent Gamma(alpha_k, 1) inverse CDFs,
+    normalised (the Gamma representation of the Dirichlet: the pushed-forward measure is the
+    Dirichlet, one redundant cube direction)."""
     import numpyro.distributions as npd
     from scipy import special
 
@@ -186,6 +189,8 @@ def _inverse_cdf(base):
         return lambda u: p["loc"] + p["scale"] * special.ndtri(u)
     if isinstance(base, npd.Gamma):
         return lambda u: special.gammaincinv(p["concentration"], u) / p["rate"]
+    if isinstance(base, npd.Dirichlet):
+        return lambda u: (lambda g: g / np.sum(g))(special.gammaincinv(p["concentration"], u))
     raise NotImplementedError(f"no prior transform for {type(base).__name__}")
 
 
