@@ -3,11 +3,11 @@
     jaxinv problems
     jaxinv run PROBLEM [--data PATH] [--method laplace|nuts|smc|remc] [--select 1..3]
                        [--seed N] [--out DIR] [--n-starts N] [--option KEY=VALUE ...]
-                       [--draws N] [--tune N] [--checkpoint DIR] [--quiet]
+                       [--draws N] [--tune N] [--dense-mass] [--checkpoint DIR] [--quiet]
     jaxinv batch PROBLEM --data DIR_OR_FILE [--method laplace|hmc|nuts|smc|remc|svi]
                          [--model NAME] [--select 1..3] [--layout rows|columns] [--x FILE]
                          [--chunk-size N] [--seed N] [--out DIR] [--n-starts N] [--draws N]
-                         [--tune N] [--option KEY=VALUE ...] [--quiet]
+                         [--tune N] [--dense-mass] [--option KEY=VALUE ...] [--quiet]
 
 ``run`` fits every candidate model of the problem, compares their free energies,
 prints a table, and writes ``DIR/summary.json``, ``DIR/posterior.nc`` (the
@@ -196,7 +196,7 @@ def run(args) -> int:
             init_key, k = jax.random.split(k)
             draws[name] = sample_hmc(selection.posteriors[name], k, "nuts", n_draws=max(args.draws // 4, 1),
                                      init=_chain_starts(result, init_key, N_CHAINS), n_chains=N_CHAINS,
-                                     checkpoint=ckpt, progress=show, **tune)
+                                     checkpoint=ckpt, progress=show, dense_mass=args.dense_mass, **tune)
         elif result.sample_dims == 2:
             draws[name] = result
         elif result.laplace is not None and bool(jax.numpy.isfinite(result.laplace.log_evidence)):
@@ -375,7 +375,8 @@ def run_batch(args) -> int:
             else:
                 tune = {} if args.tune is None else {"n_tune" if method == "remc" else "n_warmup": args.tune}
                 size = {"smc": {"n_particles": max(args.draws // 4, 2)}}.get(method, {"n_draws": args.draws})
-                res = batch(sample, model, Y, key, method=method, **size, **tune, **common)
+                dense = {"dense_mass": True} if args.dense_mass and method in ("hmc", "nuts") else {}
+                res = batch(sample, model, Y, key, method=method, **size, **tune, **dense, **common)
             results = {name: res}
         else:
             if method not in ("laplace", "smc", "remc"):
@@ -456,6 +457,9 @@ def build_parser() -> argparse.ArgumentParser:
                         "remc: kept sweeps")
     r.add_argument("--tune", type=int, default=None,
                    help="nuts warmup steps / remc tuning sweeps (default: the engine's)")
+    r.add_argument("--dense-mass", action="store_true",
+                   help="nuts: adapt a dense inverse mass matrix (the posterior covariance; for strongly "
+                        "correlated parameters) instead of a diagonal one")
     r.add_argument("--checkpoint", metavar="DIR",
                    help="checkpoint folder for nuts/smc/remc: a killed run restarted with the same arguments resumes")
     r.add_argument("--quiet", action="store_true", help="no progress messages")
@@ -478,6 +482,7 @@ def build_parser() -> argparse.ArgumentParser:
     b.add_argument("--draws", type=int, default=1000,
                    help="draws per chain (hmc, nuts, remc), particles over 4 runs (smc), q draws (svi)")
     b.add_argument("--tune", type=int, default=None, help="warmup steps / tuning sweeps (default: the engine's)")
+    b.add_argument("--dense-mass", action="store_true", help="hmc, nuts: adapt a dense inverse mass matrix")
     b.add_argument("--task", metavar="I/N",
                    help="compute only chunks c with c %% N == I (one task of a job array; 'auto' reads SLURM); "
                         "a final run without --task gathers them and writes the outputs")

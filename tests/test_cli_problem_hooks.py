@@ -1,6 +1,6 @@
 """The command line honours a problem's own defaults: ``Problem.default_method`` (the method
 when ``--method`` is not given), ``Problem.fit_options`` (MAP options such as starting
-points), NUTS chains started from the Laplace draws; a single model is "selected" even
+points), NUTS chains started from the Laplace draws (``--dense-mass``: a dense metric); a single model is "selected" even
 when its Laplace free energy is NaN."""
 
 import dataclasses
@@ -11,6 +11,7 @@ import numpy as np
 import pytest
 
 import jaxinv as ji
+import jaxinv.batching
 import jaxinv.cli
 import problems.linear_regression as lr
 from jaxinv.selection import Selection
@@ -36,13 +37,17 @@ def test_cli_uses_problem_default_method_and_fit_options(tmp_path, monkeypatch):
     monkeypatch.setattr(jaxinv.cli, "load_problem", lambda name: problem)
     out = tmp_path / "run"
     assert jaxinv.cli.main(["run", "linear-regression", "--select", "2", "--out", str(out), "--draws", "400",
-                            "--tune", "200", "--quiet"]) == 0
+                            "--tune", "200", "--dense-mass", "--quiet"]) == 0
     summary = json.loads((out / "summary.json").read_text())
     assert summary["method"] == "nuts" and seen["called"]
     (model,) = summary["models"]
     # NUTS draws (4 chains x 100) of the conjugate posterior: a ~ 1, b ~ 0.2 (simulated truth)
     assert model["posterior"]["a"]["mean"] == pytest.approx(1.0, abs=0.15)
-    assert ji.Result.load(out / "posterior.nc").params["a"].shape[:2] == (4, 100)
+    draws = ji.Result.load(out / "posterior.nc")
+    assert draws.params["a"].shape[:2] == (4, 100)
+    # --dense-mass: each chain adapted a full 2 x 2 inverse mass matrix (a, b are correlated)
+    mass = np.asarray(draws.stats["inverse_mass_matrix"])
+    assert mass.shape == (4, 2, 2) and np.all(np.abs(mass[:, 0, 1]) > 0)
     # an explicit --method still wins
     out2 = tmp_path / "run2"
     assert jaxinv.cli.main(["run", "linear-regression", "--select", "2", "--out", str(out2), "--method", "laplace",
@@ -86,3 +91,26 @@ def test_options_named_by_figures_go_to_figures(tmp_path, monkeypatch, capsys):
     assert jaxinv.cli.main(["run", "linear-regression", "--out", str(tmp_path / "c"), "--quiet",
                             "--option", "n_components=[1]"]) != 0
     assert "taken by both its models and its figures" in capsys.readouterr().err
+
+
+def test_batch_cli_passes_dense_mass_to_the_samplers(tmp_path, monkeypatch):
+    import problems.nmr_relaxation as nmr
+
+    class Stop(BaseException):
+        pass
+
+    seen = {}
+
+    def fake_batch(engine, model, Y, key, **options):
+        seen.update(options)
+        raise Stop
+
+    monkeypatch.setattr(jaxinv.batching, "batch", fake_batch)  # imported by the command when it runs
+    y = nmr.default_data().y
+    np.savetxt(tmp_path / "curves.csv", np.stack([y, y]), delimiter=",")
+    for method, dense in (("hmc", True), ("nuts", True), ("smc", False)):
+        seen.clear()
+        with pytest.raises(Stop):
+            jaxinv.cli.main(["batch", "nmr-relaxation", "--model", "single", "--method", method, "--dense-mass",
+                             "--data", str(tmp_path / "curves.csv"), "--out", str(tmp_path / method), "--quiet"])
+        assert seen["method"] == method and seen.get("dense_mass", False) is dense

@@ -249,6 +249,7 @@ def sample_hmc(
         "acceptance_rate": acceptance,
         "n_steps": n_steps,
         "step_size": step_size,
+        "inverse_mass_matrix": chains.parameters["inverse_mass_matrix"],  # adapted: (chains, dim[, dim])
         "rhat_max": jnp.asarray(max(rhat.values())),
         "ess_min": jnp.asarray(min(ess_bulk.values())),
         "ess_tail_min": jnp.asarray(min(ess_tail.values())),
