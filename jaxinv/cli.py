@@ -154,6 +154,8 @@ def run(args) -> int:
         return _run_estimator(problem, args, data, options)
     if args.method is None:
         args.method = problem.default_method
+    if args.dense_mass and args.method != "nuts":
+        raise ValueError(f"--dense-mass applies to --method nuts, not {args.method}")
     components = _parse_select(args.select)
     if components is not None:
         options["n_components"] = components
@@ -341,6 +343,8 @@ def run_batch(args) -> int:
             raise ValueError(f"{problem.name} has no model {args.model!r} (models: {', '.join(models)})")
         models = {args.model: models[args.model]}
     method = args.method or "laplace"
+    if args.dense_mass and method not in ("hmc", "nuts"):
+        raise ValueError(f"--dense-mass applies to --method hmc or nuts, not {method}")
     if problem.fit_options is not None and method == "laplace":
         print(f"jaxinv: note: {problem.name} recommends per-dataset MAP options (fit_options); a batch uses "
               "prior-draw starts for every dataset", file=sys.stderr)
@@ -375,7 +379,7 @@ def run_batch(args) -> int:
             else:
                 tune = {} if args.tune is None else {"n_tune" if method == "remc" else "n_warmup": args.tune}
                 size = {"smc": {"n_particles": max(args.draws // 4, 2)}}.get(method, {"n_draws": args.draws})
-                dense = {"dense_mass": True} if args.dense_mass and method in ("hmc", "nuts") else {}
+                dense = {"dense_mass": True} if args.dense_mass else {}
                 res = batch(sample, model, Y, key, method=method, **size, **tune, **dense, **common)
             results = {name: res}
         else:

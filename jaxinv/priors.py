@@ -161,7 +161,10 @@ class Prior(eqx.Module):
         the map from the real line onto it is a sigmoid (or stick-breaking): far from 0 in
         unconstrained space the parameter sits at a bound and the gradient underflows (the
         MAP search limits its steps in these coordinates)."""
-        return isinstance(self.support, (constraints._Interval, constraints._Simplex))
+        support = self.support
+        while isinstance(support, constraints._IndependentConstraint):  # e.g. Uniform(lo, hi).to_event(1)
+            support = support.base_constraint
+        return isinstance(support, (constraints._Interval, constraints._Simplex))
 
     @property
     def parents(self) -> tuple[str, ...]:

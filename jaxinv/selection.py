@@ -30,9 +30,11 @@ def caveats(result: Result) -> list[str]:
     if result.laplace is not None and result.laplace.at_boundary:
         out.append(f"mode at the prior boundary of {', '.join(result.laplace.at_boundary)}")
     stats = result.stats or {}
-    if result.method == "map" and "converged" in stats and "best" in stats:
-        if not bool(np.asarray(stats["converged"])[int(stats["best"])]):
-            out.append(f"MAP search did not converge (gradient norm {float(stats['gradient_norm']):.2g})")
+    if result.method == "map" and "converged" in stats:
+        converged = np.asarray(stats["converged"])  # per start, or the best start's (a batch row)
+        if not bool(converged[int(stats["best"])] if "best" in stats and converged.ndim else converged):
+            norm = f" (gradient norm {float(stats['gradient_norm']):.2g})" if "gradient_norm" in stats else ""
+            out.append(f"MAP search did not converge{norm}")
     return out
 
 

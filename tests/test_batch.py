@@ -83,6 +83,12 @@ def test_summary_table_and_netcdf_round_trip(map_batch, tmp_path):
     # the MAP of dataset 4 sits on the amplitude prior's upper bound: flagged, as by res[4]
     assert [r["at_boundary"] for r in rows] == ["", "", "", "", "amplitude", ""]
     assert res[4].laplace.at_boundary == ("amplitude",) and float(res.params["amplitude"][4]) == pytest.approx(5.0)
+    # a batch row carries its best start's convergence as a scalar; caveats read both forms
+    assert ji.selection.caveats(res[4]) == ["mode at the prior boundary of amplitude"]
+    assert ji.selection.caveats(res[0]) == []
+    stuck = ji.Result(params=res[0].params, method="map", sample_dims=0, stats={**res[0].stats, "converged": False})
+    assert ji.selection.caveats(stuck) == [f"MAP search did not converge (gradient norm "
+                                           f"{float(res[0].stats['gradient_norm']):.2g})"]
     res.write_table(tmp_path / "table.csv")
     assert (tmp_path / "table.csv").read_text().count("\n") == 7
     res.save(tmp_path / "batch.nc")

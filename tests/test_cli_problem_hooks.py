@@ -93,7 +93,7 @@ def test_options_named_by_figures_go_to_figures(tmp_path, monkeypatch, capsys):
     assert "taken by both its models and its figures" in capsys.readouterr().err
 
 
-def test_batch_cli_passes_dense_mass_to_the_samplers(tmp_path, monkeypatch):
+def test_batch_cli_passes_dense_mass_to_the_samplers(tmp_path, monkeypatch, capsys):
     import problems.nmr_relaxation as nmr
 
     class Stop(BaseException):
@@ -108,9 +108,16 @@ def test_batch_cli_passes_dense_mass_to_the_samplers(tmp_path, monkeypatch):
     monkeypatch.setattr(jaxinv.batching, "batch", fake_batch)  # imported by the command when it runs
     y = nmr.default_data().y
     np.savetxt(tmp_path / "curves.csv", np.stack([y, y]), delimiter=",")
-    for method, dense in (("hmc", True), ("nuts", True), ("smc", False)):
+    args = ["batch", "nmr-relaxation", "--model", "single", "--dense-mass", "--data", str(tmp_path / "curves.csv"),
+            "--quiet"]
+    for method in ("hmc", "nuts"):
         seen.clear()
         with pytest.raises(Stop):
-            jaxinv.cli.main(["batch", "nmr-relaxation", "--model", "single", "--method", method, "--dense-mass",
-                             "--data", str(tmp_path / "curves.csv"), "--out", str(tmp_path / method), "--quiet"])
-        assert seen["method"] == method and seen.get("dense_mass", False) is dense
+            jaxinv.cli.main([*args, "--method", method, "--out", str(tmp_path / method)])
+        assert seen["method"] == method and seen["dense_mass"] is True
+    # a method without a mass matrix: an error, not a silently ignored option
+    assert jaxinv.cli.main([*args, "--method", "smc", "--out", str(tmp_path / "smc")]) == 2
+    assert "--dense-mass applies to --method hmc or nuts, not smc" in capsys.readouterr().err
+    assert jaxinv.cli.main(["run", "nmr-relaxation", "--method", "smc", "--dense-mass", "--quiet",
+                            "--out", str(tmp_path / "run")]) == 2
+    assert "--dense-mass applies to --method nuts, not smc" in capsys.readouterr().err

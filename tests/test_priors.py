@@ -74,7 +74,8 @@ def test_dirichlet_simplex():
 def test_saturating_coordinates_are_those_of_bounded_supports():
     """The MAP search limits its steps where the unconstrained map is a sigmoid."""
     bounded = [ji.priors.Uniform(0.0, 1.0), ji.priors.LogUniform(1e-2, 1e2, shape=2), ji.priors.Dirichlet(1.0, shape=3),
-               ji.priors.Flat(support=npd.constraints.interval(0.0, 1.0))]
+               ji.priors.Flat(support=npd.constraints.interval(0.0, 1.0)),
+               ji.priors.as_prior(npd.Uniform(jnp.zeros(2), 1.0).to_event(1))]  # through the event wrapper
     open_ended = [ji.priors.Normal(0.0, 1.0), ji.priors.HalfNormal(1.0), ji.priors.LogNormal(0.0, 1.0),
                   ji.priors.Exponential(1.0), ji.priors.Flat()]
     assert all(p.saturates for p in bounded) and not any(p.saturates for p in open_ended)

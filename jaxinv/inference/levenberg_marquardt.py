@@ -42,7 +42,18 @@ import jax.numpy as jnp
 from . import _derivatives
 from . import _small_linalg as linalg
 
-__all__ = ["LMState", "init", "step", "run", "newton_polish"]
+__all__ = ["LMState", "init", "step", "run", "newton_polish", "step_limit", "SATURATING_STEP_LIMIT"]
+
+#: largest step in the unconstrained coordinate of a parameter with a bounded support (a
+#: logit): a step changes the parameter's odds within its range by at most e^4 ~ 55x, so that a
+#: Gauss-Newton step cannot jump onto the plateau where the sigmoid has saturated
+SATURATING_STEP_LIMIT = 4.0
+
+
+def step_limit(saturating) -> jax.Array:
+    """The ``step_limit`` of :func:`run` for a posterior: :data:`SATURATING_STEP_LIMIT` on the
+    coordinates flagged in ``saturating`` (``Posterior.saturating``), none elsewhere."""
+    return jnp.where(jnp.asarray(saturating, bool), SATURATING_STEP_LIMIT, jnp.inf)
 
 
 class LMState(NamedTuple):
@@ -180,8 +191,11 @@ def step(energy: Callable, parts: Callable | None, state: LMState, xtol: float, 
     # a shortened step asks for more damping: the damping term lambda D dominates in the
     # flat coordinates that made the step too long, so raising lambda by the factor the
     # step was shortened by brings the next step near the limit there while the others keep
-    # their Gauss-Newton steps (as More 1978, sec. 5, adjusts lambda to the trust radius)
-    damping = jnp.where(shortened < 1.0, jnp.maximum(damping, state.damping / shortened), damping)
+    # their Gauss-Newton steps (as More 1978, sec. 5, adjusts lambda to the trust radius);
+    # at most 1e3 per step, so that one near-singular step cannot send the damping past the
+    # stall threshold at once
+    raised = state.damping * jnp.minimum(1.0 / shortened, 1e3)
+    damping = jnp.where(shortened < 1.0, jnp.maximum(damping, raised), damping)
     nu = jnp.where(accept, 2.0, 2.0 * state.nu)
     small_step = jnp.linalg.norm(dz) <= xtol * (jnp.linalg.norm(z) + xtol)
     stalled = state.damping > 1e16  # no direction decreases the energy any more

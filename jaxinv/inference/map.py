@@ -175,23 +175,12 @@ def _polish_end(energy, z):
     return z, jnp.where(jnp.isfinite(value), value, jnp.inf), decrement
 
 
-#: largest LM step in the unconstrained coordinate of a parameter with a bounded support
-#: (a logit): a step changes the parameter's odds within its range by at most e^4 ~ 55x, so
-#: that a Gauss-Newton step cannot jump onto the plateau where the sigmoid has saturated
-#: (see levenberg_marquardt's module docstring)
-SATURATING_STEP_LIMIT = 4.0
-
-
-def _step_limit(post: Posterior):
-    return jnp.where(jnp.asarray(post.saturating), SATURATING_STEP_LIMIT, jnp.inf)
-
-
 @eqx.filter_jit
 def _solve(post: Posterior, z0, opt, max_steps: int, gtol: float, polish: bool, polish_steps: int):
     """All starts at once: optax stage, then LM polish (see module docstring)."""
     energy = post.map_energy
     parts = (lambda z: post.least_squares_parts(z, jacobian=False)) if post.least_squares else None
-    limit = _step_limit(post)
+    limit = lm.step_limit(post.saturating)
     if opt is None:  # Levenberg-Marquardt alone, from the starts
         polished = jax.vmap(lambda z: lm.run(energy, z, parts, max_steps=polish_steps, step_limit=limit))(z0)
         z_end, e_end, decrement = jax.vmap(lambda z: _polish_end(energy, z))(polished.z)
@@ -235,7 +224,7 @@ def _unconstrained_mode(post: Posterior, z_map, max_steps: int):
     Jacobian term; the Laplace approximation is built at the latter, where the
     unconstrained energy's gradient vanishes."""
     parts = post.least_squares_parts if post.least_squares else None
-    state = lm.run(post.energy, z_map, parts, max_steps=max_steps, step_limit=_step_limit(post))
+    state = lm.run(post.energy, z_map, parts, max_steps=max_steps, step_limit=lm.step_limit(post.saturating))
     return jnp.where(state.energy <= post.energy(z_map), state.z, z_map)
 
 
@@ -263,8 +252,8 @@ def map_estimate(
             first makes the search robust on badly scaled problems; ``None`` is several
             times faster where LM from the starts suffices (smooth least-squares
             problems with a few parameters, e.g. batches of relaxation curves).  Every LM
-            step is limited to :data:`SATURATING_STEP_LIMIT` in the unconstrained
-            coordinates of bounded parameters, so that a Gauss-Newton step from a poor start
+            step is limited to ``levenberg_marquardt.SATURATING_STEP_LIMIT`` in the
+            unconstrained coordinates of bounded parameters, so that a Gauss-Newton step from a poor start
             cannot jump onto the plateau where the parameter sits at its bound (without the
             limit: 0.16 % of 10 000 NMR curves ended there, docs/batch.md).
         init: explicit starting point(s) instead of prior draws: a dict

@@ -152,7 +152,8 @@ def implicit_mode(make_posterior: Callable, inputs, z0, *, energy: str = "map", 
 
     def solve(_, z_start):
         post = _posterior(make_posterior, jax.lax.stop_gradient(inputs))
-        state = lm.run(_energy(post, energy), z_start, _least_squares_parts(post, energy), max_steps=max_steps)
+        state = lm.run(_energy(post, energy), z_start, _least_squares_parts(post, energy), max_steps=max_steps,
+                       step_limit=lm.step_limit(post.saturating))
         return state.z
 
     return _root(make_posterior, inputs, z0, energy, solve)
