@@ -56,6 +56,7 @@ from jax.sharding import Mesh, NamedSharding, PartitionSpec
 
 from .inference._checkpoint import atomic_write
 from .inference._progress import ProgressBar, end_progress, progress_reporter, report_progress
+from .inference.laplace import boundary_parameters
 from .model import Model, Posterior
 from .results import Result, named_dataset, summarize_draws
 
@@ -216,7 +217,7 @@ class BatchResult:
         if laplace is not None and self.model is not None and observed is not None and not self.failed[i]:
             post = self.model.condition(observed)
             params = one.params if one.sample_dims == 0 else one.stats.get("_map", post.constrain(laplace.mode))
-            at_boundary = tuple(k for k, p in post.priors.items() if p.at_boundary(params[k]))
+            at_boundary = boundary_parameters(post, params)
             laplace = dataclasses.replace(laplace, at_boundary=at_boundary, posterior=post)
         stats = {k: v for k, v in one.stats.items() if not k.startswith("_")}
         return Result(params={k: one.params[k] for k in self.stacked.params}, method=one.method,

@@ -151,6 +151,12 @@ def _expand(post: Posterior, mode):
     return hessian, covariance, log_evidence, sd, positive_definite, post.constrain(mode), mode, gradient_norm
 
 
+def boundary_parameters(post: Posterior, params: dict) -> tuple[str, ...]:
+    """Names of the parameters whose value in ``params`` lies at a bound of its prior's
+    support (:meth:`Prior.at_boundary`): where a Laplace approximation is unreliable."""
+    return tuple(name for name, prior in post.priors.items() if prior.at_boundary(params[name]))
+
+
 def _standard_errors(post: Posterior, sd) -> dict:
     standard_errors, start = {}, 0
     for name, shape in post.parameter_shapes().items():
@@ -201,7 +207,7 @@ def _laplace(post: Posterior, mode, boundary_params: dict | None = None):
         )
     standard_errors = {k: jnp.asarray(np.asarray(v)) for k, v in _standard_errors(post, np.asarray(sd)).items()}
     params = at_mode if boundary_params is None else boundary_params
-    at_boundary = tuple(name for name, prior in post.priors.items() if prior.at_boundary(params[name]))
+    at_boundary = boundary_parameters(post, params)
     return Laplace(
         mode=mode,
         hessian=hessian,

@@ -253,9 +253,9 @@ def map_estimate(
             times faster where LM from the starts suffices (smooth least-squares
             problems with a few parameters, e.g. batches of relaxation curves).  Every LM
             step is limited to ``levenberg_marquardt.SATURATING_STEP_LIMIT`` in the
-            unconstrained coordinates of bounded parameters, so that a Gauss-Newton step from a poor start
-            cannot jump onto the plateau where the parameter sits at its bound (without the
-            limit: 0.16 % of 10 000 NMR curves ended there, docs/batch.md).
+            unconstrained coordinates of bounded parameters, so that a Gauss-Newton step
+            from a poor start cannot jump onto the plateau where the parameter sits at its
+            bound (without the limit: 0.16 % of 10 000 NMR curves ended there, docs/batch.md).
         init: explicit starting point(s) instead of prior draws: a dict
             ``{name: value}`` (values may carry a leading batch axis), a list of
             such dicts, or an array of unconstrained points ``(n, dim)``.
