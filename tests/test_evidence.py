@@ -177,3 +177,48 @@ def test_engines_reject_bad_settings():
     flat = ji.Model(lambda p: DESIGN @ p["w"], {"w": ji.priors.Flat(shape=3)}, ji.likelihoods.Normal(sigma=SIGMA))
     with pytest.raises(ValueError, match="proper"):
         sample_smc(flat.condition(Y), jax.random.key(0))
+
+
+def _importance_log_evidence(post, mode, covariance, key, n=200_000, df=4.0, inflate=1.5, chunk=100_000):
+    """``log Z`` by importance sampling from a multivariate t (``df``, scale ``inflate^2 x
+    covariance``) centred at ``mode`` in unconstrained space: unbiased for ``Z`` whatever the
+    proposal, with heavier tails than the posterior; returns ``(log Z, se, ESS / n)``."""
+    d = mode.size
+    chol = inflate * jnp.linalg.cholesky(covariance)
+    log_norm = (jax.scipy.special.gammaln((df + d) / 2) - jax.scipy.special.gammaln(df / 2)
+                - d / 2 * jnp.log(df * jnp.pi) - jnp.sum(jnp.log(jnp.diag(chol))))
+
+    @jax.jit
+    def log_weights(key):
+        normal_key, chi2_key = jax.random.split(key)
+        u = jax.random.normal(normal_key, (chunk, d)) * jnp.sqrt(df / jax.random.chisquare(chi2_key, df, (chunk,)))[:, None]
+        z = mode + u @ chol.T
+        m = jnp.sum(jax.scipy.linalg.solve_triangular(chol, (z - mode).T, lower=True) ** 2, axis=0)
+        log_q = log_norm - (df + d) / 2 * jnp.log1p(m / df)
+        log_p = jax.vmap(post.log_density)(z)
+        return jnp.where(jnp.isfinite(log_p), log_p - log_q, -jnp.inf)
+
+    lw = np.concatenate([np.asarray(log_weights(k)) for k in jax.random.split(key, n // chunk)])
+    w = np.exp(lw - lw.max())
+    return float(lw.max() + np.log(w.mean())), float(w.std() / w.mean() / np.sqrt(w.size)), float(
+        w.sum() ** 2 / (w**2).sum() / w.size)
+
+
+def test_smc_free_energy_through_a_noise_funnel_matches_importance_sampling():
+    """Real 8-point NMR T1 series, sigma inferred (log-uniform over 5 decades): at intermediate
+    beta the tempered posterior is a funnel between sigma and the physical parameters.  The
+    default (slice) kernel gets F right (measured: -5.970 +- 0.093 here, -5.965 +- 0.022 with
+    seed 2; reference -5.983).  HMC with a particle-tuned step size left 0.63 of the particles'
+    log-density correlation after 100 moves and gave -5.81 +- 0.05 (seed 2: -5.66 +- 0.14)."""
+    from problems import nmr_relaxation as nmr
+
+    data = nmr.default_data()
+    post = nmr.models(data, n_components=(1,), stretched=False)["single"].condition(data.y)
+    lap = ji.free_energy(post, jax.random.key(0), method="laplace").laplace
+    log_z, log_z_se, ess = _importance_log_evidence(post, lap.mode, lap.covariance, jax.random.key(7))
+    assert ess > 0.2 and log_z_se < 0.005  # the reference is sharp
+    res = sample_smc(post, jax.random.key(1), n_particles=300, n_runs=4)
+    se = float(res.log_evidence_se)
+    assert 0.0 < se < 0.15
+    assert abs(float(res.log_evidence) - log_z) < min(3 * se + 0.05, 0.1)
+    assert float(np.nanmax(np.asarray(res.stats["move_correlation"]))) <= 0.1 + 1e-12  # decorrelated everywhere
