@@ -121,8 +121,9 @@ def test_smc_free_energy_matches_analytic():
     assert betas[int(res.stats["n_temperatures"][0]) - 1] == 1.0
 
 
-def test_smc_random_walk_waste_free_variant():
-    res = sample_smc(_post(), jax.random.key(3), n_particles=1000, n_runs=4, kernel="rwm", variant="waste_free",
+@pytest.mark.parametrize("kernel", ["rwm", "slice"])
+def test_smc_waste_free_variant(kernel):
+    res = sample_smc(_post(), jax.random.key(3), n_particles=1000, n_runs=4, kernel=kernel, variant="waste_free",
                      num_mcmc_steps=20)
     assert abs(float(res.log_evidence) - _exact_log_evidence()) < 4 * float(res.log_evidence_se) + 0.05
 
@@ -214,10 +215,11 @@ def test_smc_free_energy_through_a_noise_funnel_matches_importance_sampling():
 
     data = nmr.default_data()
     post = nmr.models(data, n_components=(1,), stretched=False)["single"].condition(data.y)
-    lap = ji.free_energy(post, jax.random.key(0), method="laplace").laplace
-    log_z, log_z_se, ess = _importance_log_evidence(post, lap.mode, lap.covariance, jax.random.key(7))
-    assert ess > 0.2 and log_z_se < 0.005  # the reference is sharp
     res = sample_smc(post, jax.random.key(1), n_particles=300, n_runs=4)
+    # the proposal may be any: centred on the particles' moments (the estimate stays unbiased)
+    z = jax.vmap(post.unconstrain)({k: v.reshape(-1, *v.shape[2:]) for k, v in res.params.items()})
+    log_z, log_z_se, ess = _importance_log_evidence(post, jnp.mean(z, 0), jnp.cov(z.T), jax.random.key(7))
+    assert ess > 0.2 and log_z_se < 0.005  # the reference is sharp
     se = float(res.log_evidence_se)
     assert 0.0 < se < 0.15
     assert abs(float(res.log_evidence) - log_z) < min(3 * se + 0.05, 0.1)

@@ -69,7 +69,7 @@ def _guard(monkeypatch, module, name):
 
 ENGINES = {
     "smc": (smc.sample_smc, [(smc, "_advance"), (smc, "_final_draws")],
-            dict(n_particles=24, n_runs=2, max_mcmc_steps=10)),
+            dict(n_particles=24, n_runs=2, max_mcmc_steps=10, target_ess=0.5)),
     "remc": (replica_exchange.sample_remc, [(replica_exchange, "_advance"), (replica_exchange, "_starts")],
              dict(n_replicas=5, n_chains=2, n_tune=40, n_draws=60, n_batches=5)),
     "nuts": (mcmc.sample_hmc, [(mcmc, "_warmup"), (mcmc, "_draw")],

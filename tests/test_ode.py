@@ -133,7 +133,8 @@ def _failing_posterior():
 
 
 def _check_smc_on_failing_model(post, key, n_particles):
-    res = ji.sample(post, key, method="smc", n_particles=n_particles, n_runs=1, kernel="rwm")
+    res = ji.sample(post, key, method="smc", n_particles=n_particles, n_runs=1, kernel="rwm",
+                    target_ess=0.5)
     rate = np.asarray(res.params["rate"])
     assert np.all(np.isfinite(rate))
     assert abs(np.mean(rate) - 1.0) < 0.1

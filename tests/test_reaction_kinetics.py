@@ -119,7 +119,7 @@ def test_smc_agrees_with_laplace_on_the_embedded_data(default_selection):
     ``tests/test_ode.py::test_failed_solves_are_zero_probability_for_smc``."""
     d, lap = default_selection
     sel = rk.select_laws(d, jax.random.key(3), method="smc", laws=("sphere",), n_particles=300, n_runs=2,
-                         kernel="rwm")
+                         kernel="rwm", target_ess=0.5)
     for law in ("sphere",):
         assert abs(sel.free_energies[law] - lap.free_energies[law]) < 1.5, (law, sel.free_energies, lap.free_energies)
 

@@ -418,7 +418,8 @@ def _make_config(post, n_particles, n_runs, kernel, variant, num_mcmc_steps, max
     if target_acceptance is None:
         target_acceptance = 0.65 if kernel == "hmc" else 0.3
     if max_mcmc_steps is None:
-        # slice moves are cheap and a funnel needs many of them (measured: up to ~300 on NMR T1 data)
+        # slice moves are cheap and a funnel needs many of them (200 were too few at some
+        # temperatures of a synthetic NMR T1 curve with sigma inferred)
         max_mcmc_steps = (50 if kernel == "slice" else 20) * num_mcmc_steps
     return _Config(kernel, variant, int(num_mcmc_steps), int(max_mcmc_steps), float(decorrelation),
                    int(num_integration_steps), float(target_ess), float(target_acceptance), int(max_steps))

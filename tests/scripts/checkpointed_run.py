@@ -31,7 +31,7 @@ def posterior():
 SETTINGS = {
     "nuts": (lambda post, key, **kw: sample_hmc(post, key, n_chains=2, n_warmup=100, n_draws=60, **kw),
              dict(checkpoint_every=20)),
-    "smc": (lambda post, key, **kw: sample_smc(post, key, n_particles=200, n_runs=2, **kw), dict(checkpoint_every=2)),
+    "smc": (lambda post, key, **kw: sample_smc(post, key, n_particles=200, n_runs=2, target_ess=0.5, **kw), dict(checkpoint_every=2)),
     "remc": (lambda post, key, **kw: sample_remc(post, key, n_replicas=6, n_chains=2, n_tune=100, n_draws=200,
                                                  n_batches=10, **kw), dict(checkpoint_every=50)),
 }
