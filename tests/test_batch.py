@@ -400,7 +400,7 @@ def _linear_gaussian(n_datasets):
 
 
 @pytest.mark.parametrize("method, options", [
-    ("smc", dict(n_particles=250, n_runs=8, num_mcmc_steps=10, target_ess=0.5)),
+    ("smc", dict(n_particles=250, n_runs=8, num_mcmc_steps=10, kernel="hmc", target_ess=0.5)),
     ("remc", dict(n_replicas=12, n_chains=2, n_tune=500, n_draws=1000)),
 ])
 def test_evidence_engines_batch_to_the_analytic_free_energy(method, options):

@@ -68,7 +68,7 @@ def nuts(post, key, *, n_chains=2, n_warmup=200, n_draws=200):
 
 def tempered_smc(post, key, *, n_particles=200, kernel="hmc", num_mcmc_steps=5, max_mcmc_steps=30,
                  num_integration_steps=8):
-    # sample_smc's defaults except max_mcmc_steps (default 100) -- kept low for speed
+    # sample_smc's HMC settings at target_ess 0.5 except max_mcmc_steps (default 100) -- kept low for speed
     config = smc._Config(kernel, "resample_move", num_mcmc_steps, max_mcmc_steps, 0.1, num_integration_steps,
                          0.5, 0.65 if kernel == "hmc" else 0.3, 200)
     init_key, run_key, draw_key, order_key = jax.random.split(key, 4)
