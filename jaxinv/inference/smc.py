@@ -139,10 +139,16 @@ class _Config(NamedTuple):
 
 
 
+def _resolve_kernel(post: Posterior, kernel: str) -> str:
+    """``"auto"``: slice for at most ``SLICE_MAX_DIM`` parameters, HMC above; others as given."""
+    if kernel == "auto":
+        return "slice" if post.dim <= SLICE_MAX_DIM else "hmc"
+    return kernel
+
+
 def init(post: Posterior, key, n_particles: int, kernel: str = "hmc", max_steps: int = 500) -> SMCState:
     """Particles from the prior (unconstrained space), beta = 0."""
-    if kernel == "auto":
-        kernel = "slice" if post.dim <= SLICE_MAX_DIM else "hmc"
+    kernel = _resolve_kernel(post, kernel)
     dtype = jnp.result_type(float)
     z = post.init(key, n_particles)
     scale = {"hmc": 0.5 * post.dim ** -0.25, "rwm": 2.38 / np.sqrt(post.dim), "slice": SLICE_WIDTH}[kernel]
@@ -404,8 +410,7 @@ def _make_config(post, n_particles, n_runs, kernel, variant, num_mcmc_steps, max
     """Checked settings of :func:`sample_smc` (defaults filled in)."""
     if kernel not in KERNELS:
         raise ValueError(f"unknown SMC kernel {kernel!r}; available: {KERNELS}")
-    if kernel == "auto":
-        kernel = "slice" if post.dim <= SLICE_MAX_DIM else "hmc"
+    kernel = _resolve_kernel(post, kernel)
     if variant not in VARIANTS:
         raise ValueError(f"unknown SMC variant {variant!r}; available: {VARIANTS}")
     if not post.is_proper:
