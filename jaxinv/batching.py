@@ -615,8 +615,10 @@ def _batch(engine, model, Y, key, model_slot, *, chunk_size=None, devices=None, 
 
     store = None
     if out is not None:
-        store = _open_store(out, _fingerprint(name, key, {**options, "model_slot": model_slot}, Y, n, chunk_size,
-                                              model, template))
+        # the trace carries the engine's resolved settings (e.g. kernel="auto" -> "slice"),
+        # so chunks run under other defaults are never mixed in
+        store = _open_store(out, _fingerprint(name, key, {**options, "model_slot": model_slot, "_trace": trace}, Y, n,
+                                              chunk_size, model, template))
 
     n_chunks = math.ceil(n / chunk_size)
     outputs, useful, paid = [], 0.0, 0.0

@@ -182,6 +182,19 @@ def test_resume_after_a_kill_recomputes_only_missing_chunks(map_batch, tmp_path,
         ji.batch(ji.map_estimate, other, Y, jax.random.key(3), **kw)
 
 
+def test_a_resumed_batch_refuses_chunks_run_under_other_resolved_defaults(map_batch, tmp_path, monkeypatch):
+    """The same call under different library defaults (here: which kernel ``local_kernel="auto"``
+    resolves to) is a different batch: its chunk store must not be reused."""
+    from jaxinv.inference import _slice
+
+    Y, _ = map_batch
+    kw = dict(method="smc", n_particles=64, n_runs=1, out=tmp_path / "run")
+    ji.batch(ji.sample, decay_model(), Y[:2], jax.random.key(3), **kw)
+    monkeypatch.setattr(_slice, "MAX_DIM", 0)  # kernel="auto" now resolves to HMC
+    with pytest.raises(ValueError, match="different batch"):
+        ji.batch(ji.sample, decay_model(), Y[:2], jax.random.key(3), **kw)
+
+
 def test_batched_selection_matches_select_per_dataset():
     """Two models (one exponential, a constant) over 6 datasets by Laplace free energies:
     dataset i, model j equals ``ji.select(models, Y[i], fold_in(key, i))``."""

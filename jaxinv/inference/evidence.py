@@ -25,7 +25,10 @@ Ladder estimators, for draws ``L_r^(s) = log p(y | theta^(s))`` at the rungs
 
 * thermodynamic integration with the corrected trapezoid rule of Friel, Hurn &
   Wyse (2014, Stat. Comput. 24, 709, eq. 8), using ``d E_beta[L] / d beta = Var_beta[L]``:
-  ``log Z ≈ sum_r Δ_r (E_r + E_{r+1}) / 2 - sum_r Δ_r^2 (V_{r+1} - V_r) / 12``;
+  ``log Z ≈ sum_r Δ_r (E_r + E_{r+1}) / 2 - sum_r Δ_r^2 (V_{r+1} - V_r) / 12``, each
+  term clipped to ``[Δ_r E_r, Δ_r E_{r+1}]`` (``E_beta`` is nondecreasing in beta);
+  where a term needed clipping the ladder does not resolve ``E_beta`` there and
+  the TI estimate is unreliable (:func:`ti_unresolved_intervals`; the samplers warn);
 * bridge sampling between neighbouring rungs with the geometric bridge
   ``p_{r+1/2} ∝ L^{(beta_r + beta_{r+1})/2} p`` (Meng & Wong 1996, Stat. Sinica 6, 831, eq. 3.3):
   ``log Z_{r+1}/Z_r = log E_r[exp(Δ_r L / 2)] - log E_{r+1}[exp(-Δ_r L / 2)]``;
@@ -64,6 +67,7 @@ __all__ = [
     "ladder_evidence",
     "stepping_stone",
     "thermodynamic_integration",
+    "ti_unresolved_intervals",
     "wbic",
 ]
 
@@ -76,13 +80,36 @@ def _log_mean_exp(x, axis=0):
     return logsumexp(x, axis=axis) - math.log(x.shape[axis])
 
 
-def thermodynamic_integration(betas, log_likelihood) -> jax.Array:
-    """``log Z`` from draws ``log_likelihood`` ``(n, R)`` on the ladder ``betas`` ``(R,)``
-    (corrected trapezoid rule, Friel et al. 2014)."""
+def _ti_intervals(betas, log_likelihood):
+    """Per-interval corrected-trapezoid terms and whether each was bounded.
+
+    ``d log Z / d beta = E_beta[L]`` is nondecreasing (its derivative is
+    ``Var_beta[L] >= 0``), so ``log Z_{r+1} - log Z_r`` lies between ``Δ_r E_r`` and
+    ``Δ_r E_{r+1}``.  Friel et al.'s correction assumes ``E_beta`` is resolved by the
+    ladder; where it is not (a rung at ``beta = 0`` whose prior draws give
+    ``Var[L] ~ 1e20`` beside one at ``beta = 4e-7``) the correction can leave that
+    interval by orders of magnitude, and the term is clipped back into it."""
     betas, ll = jnp.asarray(betas), jnp.asarray(log_likelihood)
     mean, var = jnp.mean(ll, axis=0), jnp.var(ll, axis=0, ddof=1)
     d = jnp.diff(betas)
-    return jnp.sum(d * (mean[1:] + mean[:-1]) / 2) - jnp.sum(d**2 * (var[1:] - var[:-1]) / 12)
+    corrected = d * (mean[1:] + mean[:-1]) / 2 - d**2 * (var[1:] - var[:-1]) / 12
+    low, high = d * jnp.minimum(mean[:-1], mean[1:]), d * jnp.maximum(mean[:-1], mean[1:])
+    bounded = jnp.clip(corrected, low, high)
+    return bounded, bounded != corrected
+
+
+def thermodynamic_integration(betas, log_likelihood) -> jax.Array:
+    """``log Z`` from draws ``log_likelihood`` ``(n, R)`` on the ladder ``betas`` ``(R,)``
+    (corrected trapezoid rule, Friel et al. 2014, each interval's term kept within the
+    bounds that the monotonicity of ``E_beta[L]`` gives)."""
+    return jnp.sum(_ti_intervals(betas, log_likelihood)[0])
+
+
+def ti_unresolved_intervals(betas, log_likelihood) -> np.ndarray:
+    """Indices ``r`` of the ladder intervals ``[beta_r, beta_{r+1}]`` on which the
+    corrected trapezoid left the monotonicity bounds: there ``E_beta[L]`` changes
+    faster than the ladder resolves, and the TI estimate is only bounded."""
+    return np.flatnonzero(np.asarray(_ti_intervals(betas, log_likelihood)[1]))
 
 
 def bridge(betas, log_likelihood) -> jax.Array:

@@ -4,8 +4,8 @@ R replicas sample the power posteriors
 
     p_beta(z | y)  ∝  p(y | z)^beta  p(z),     0 = beta_1 < beta_2 < ... < beta_R = 1,
 
-each with its own local MCMC kernel (HMC or random-walk Metropolis, vmapped over
-replicas), and neighbouring replicas exchange configurations with probability
+each with its own local MCMC kernel (hit-and-run slice sampling, HMC or
+random-walk Metropolis, vmapped over replicas), and neighbouring replicas exchange configurations with probability
 
     min(1, exp[(beta_{i+1} - beta_i) (log L(z_i) - log L(z_{i+1}))])
 
@@ -33,9 +33,10 @@ tuning round (rounds double in length) so that the swap rejection rates are equa
 global communication barrier; the DEO round-trip rate is ``1 / (2 + 2 Lambda)``.
 
 During tuning each replica also adapts its step size (Robbins--Monro on the log
-step size towards ``target_acceptance``) and, at every round end, its diagonal
-inverse mass matrix from the variance of its positions over that round
-(regularised as in Stan).  The kernel itself (``build_kernel``) does no tuning;
+step size towards ``target_acceptance``; HMC and random walk) and, at every round
+end, its metric from its positions over that round (regularised as in Stan): the
+diagonal inverse mass matrix (HMC, random walk) or the full covariance whose
+Cholesky factor shapes the slice kernel's directions.  The kernel itself (``build_kernel``) does no tuning;
 ``run`` drives it in one ``lax.while_loop`` over sweeps.
 
 Free energy: see :mod:`jaxinv.inference.evidence` (thermodynamic integration and
@@ -44,6 +45,7 @@ bridge sampling over the ladder, batch-means standard errors).
 
 from __future__ import annotations
 
+import warnings
 from typing import NamedTuple
 
 import blackjax
@@ -54,7 +56,7 @@ import numpy as np
 
 from ..model import Posterior
 from ..results import Result
-from . import _checkpoint, evidence
+from . import _checkpoint, _slice, evidence
 from ._draws import constrain_draws, nan_to_minus_inf
 from ._progress import end_progress, progress_reporter, report_progress
 
@@ -69,7 +71,9 @@ __all__ = [
 ]
 
 SCHEMES = ("deo", "seo")
-LOCAL_KERNELS = ("hmc", "rwm")
+#: default local slice moves per rung per sweep (3 left F 0.1-0.3 nats high on the NMR models)
+SLICE_LOCAL_STEPS = 10
+LOCAL_KERNELS = ("auto", "slice", "hmc", "rwm")
 
 
 class REMCState(NamedTuple):
@@ -81,7 +85,8 @@ class REMCState(NamedTuple):
         betas: ``(R,)`` inverse temperatures, increasing, ``betas[0] = 0``, ``betas[-1] = 1``.
         log_step_size: ``(R,)`` local-kernel step size per rung.
         inverse_mass: ``(R, d)`` diagonal inverse mass matrix (HMC) or squared
-            proposal scales (random walk) per rung.
+            proposal scales (random walk) per rung; ``(R, d, d)`` covariance metric
+            of the hit-and-run directions (slice).
         walker: ``(R,)`` label of the walker now at each rung.
         heading: ``(R,)`` per walker: +1 since it last visited beta = 0, -1 since
             it last visited beta = 1, 0 before either.
@@ -140,15 +145,17 @@ def equalise_rejection(betas, rejection) -> jax.Array:
     return new.at[0].set(0.0).at[-1].set(1.0)
 
 
-def init(position, log_prior_fn, log_likelihood_fn, betas, step_size=0.1) -> REMCState:
-    """State for replicas at ``position`` ``(R, d)`` on the ladder ``betas``."""
+def init(position, log_prior_fn, log_likelihood_fn, betas, step_size=0.1, dense_metric: bool = False) -> REMCState:
+    """State for replicas at ``position`` ``(R, d)`` on the ladder ``betas``; with
+    ``dense_metric`` the per-rung metric is a full ``(R, d, d)`` matrix (slice kernel)."""
     position = jnp.asarray(position)
     n, d = position.shape
     lp = jax.vmap(log_prior_fn)(position)
     ll = jax.vmap(log_likelihood_fn)(position)
     dtype = position.dtype
     return REMCState(
-        position, ll, lp, jnp.asarray(betas, dtype), jnp.full(n, jnp.log(step_size), dtype), jnp.ones((n, d), dtype),
+        position, ll, lp, jnp.asarray(betas, dtype), jnp.full(n, jnp.log(step_size), dtype),
+        jnp.broadcast_to(jnp.eye(d, dtype=dtype), (n, d, d)) if dense_metric else jnp.ones((n, d), dtype),
         jnp.arange(n), jnp.zeros(n, jnp.int32), jnp.asarray(0), jnp.asarray(0),
     )
 
@@ -161,18 +168,22 @@ def build_kernel(log_prior_fn, log_likelihood_fn, local_kernel: str = "hmc", sch
     Args:
         log_prior_fn: log prior density of one unconstrained position.
         log_likelihood_fn: log-likelihood of one unconstrained position.
-        local_kernel: ``"hmc"`` (step size jittered ±20% per move) or ``"rwm"``.
+        local_kernel: ``"slice"`` (hit-and-run slice sampling in the metric of the
+            dense ``inverse_mass`` -- the rung's position covariance --, no step size), ``"hmc"`` (step size jittered ±20%
+            per move) or ``"rwm"``; ``"auto"`` must be resolved first (:func:`resolve_kernel`).
         scheme: ``"deo"`` (non-reversible) or ``"seo"`` (random parity).
         n_local_steps: local MCMC steps per rung per sweep.
         num_integration_steps: leapfrog steps per HMC proposal.
     """
-    if local_kernel not in LOCAL_KERNELS:
-        raise ValueError(f"unknown local kernel {local_kernel!r}; available: {LOCAL_KERNELS}")
+    if local_kernel not in LOCAL_KERNELS or local_kernel == "auto":
+        raise ValueError(f"unknown local kernel {local_kernel!r}; available: {LOCAL_KERNELS[1:]}")
     if scheme not in SCHEMES:
         raise ValueError(f"unknown swap scheme {scheme!r}; available: {SCHEMES}")
     log_prior_fn, log_likelihood_fn = nan_to_minus_inf(log_prior_fn), nan_to_minus_inf(log_likelihood_fn)
     hmc = blackjax.hmc.build_kernel()
     rw = blackjax.mcmc.random_walk.build_additive_step()
+    slice_step = _slice.build_kernel()
+    initial_state = {"hmc": blackjax.hmc.init, "rwm": blackjax.mcmc.random_walk.init, "slice": _slice.init}[local_kernel]
 
     def local(key, z, beta, log_step_size, inverse_mass):
         def logdensity(x):
@@ -184,12 +195,14 @@ def build_kernel(log_prior_fn, log_likelihood_fn, local_kernel: str = "hmc", sch
             if local_kernel == "hmc":
                 step_size = step_size * jax.random.uniform(jitter_key, minval=0.8, maxval=1.2)
                 state, info = hmc(key, state, logdensity, step_size, inverse_mass, num_integration_steps)
+            elif local_kernel == "slice":
+                state, info = slice_step(key, state, logdensity, jnp.linalg.cholesky(inverse_mass))
             else:
                 scale = step_size * jnp.sqrt(inverse_mass)
                 state, info = rw(key, state, logdensity, blackjax.mcmc.random_walk.normal(scale))
             return state, info.acceptance_rate
 
-        state = (blackjax.hmc.init if local_kernel == "hmc" else blackjax.mcmc.random_walk.init)(z, logdensity)
+        state = initial_state(z, logdensity)
         state, acceptance = jax.lax.scan(one, state, jax.random.split(key, n_local_steps))
         return state.position, jnp.mean(acceptance)
 
@@ -280,10 +293,11 @@ def _round_ends(n_tune: int) -> tuple:
 
 def _start(post: Posterior, key, config: _Config, betas, step_size) -> _Run:
     z = post.init(key, betas.shape[0])
-    state = init(z, post.log_prior, post.log_likelihood, betas, step_size)
+    dense = config.local_kernel == "slice"
+    state = init(z, post.log_prior, post.log_likelihood, betas, step_size, dense_metric=dense)
     n, d = z.shape
     dtype = z.dtype
-    return _Run(state, jnp.asarray(0), jnp.zeros((n, d), dtype), jnp.zeros((n, d), dtype),
+    return _Run(state, jnp.asarray(0), jnp.zeros((n, d), dtype), jnp.zeros((n, d, d) if dense else (n, d), dtype),
                 jnp.zeros(n - 1, dtype), jnp.zeros(n - 1, dtype),
                 jnp.zeros((config.n_draws, d), dtype), jnp.zeros((config.n_draws, n), dtype),
                 jnp.zeros((config.n_draws, n - 1), dtype), jnp.zeros((config.n_draws, n), dtype), jnp.asarray(0))
@@ -296,18 +310,24 @@ def _sweep(kernel, config: _Config, key, run: _Run) -> _Run:
 
     # -- tuning: step size (Robbins--Monro), position variance (Welford), swap rejection
     gain = 2.0 * (t + 1.0) ** -0.6
-    log_step = jnp.where(tuning, state.log_step_size + gain * (info.local_acceptance - config.target_acceptance),
+    adapt_step = tuning & (config.local_kernel != "slice")  # slice sampling has no step size
+    log_step = jnp.where(adapt_step, state.log_step_size + gain * (info.local_acceptance - config.target_acceptance),
                          state.log_step_size)
     count = run.count + 1
     delta = state.position - run.mean
     mean = run.mean + delta / count
-    m2 = run.m2 + delta * (state.position - mean)
+    if config.local_kernel == "slice":  # dense covariance: hit-and-run directions follow correlations
+        m2 = run.m2 + delta[:, :, None] * (state.position - mean)[:, None, :]
+        ridge = jnp.eye(m2.shape[-1], dtype=m2.dtype)
+    else:
+        m2 = run.m2 + delta * (state.position - mean)
+        ridge = 1.0
     attempted = ~jnp.isnan(info.swap_probability)
     rejection_sum = run.rejection_sum + jnp.where(attempted, 1.0 - info.swap_probability, 0.0)
     rejection_n = run.rejection_n + attempted
     round_end = tuning & jnp.isin(t + 1, jnp.asarray(config.round_ends or (-1,)))
     variance = m2 / jnp.maximum(count - 1, 1)
-    regularised = (count / (count + 5.0)) * variance + 1e-3 * (5.0 / (count + 5.0))
+    regularised = (count / (count + 5.0)) * variance + 1e-3 * (5.0 / (count + 5.0)) * ridge
     inverse_mass = jnp.where(round_end & (count >= 8), regularised, state.inverse_mass)
     betas = state.betas
     if config.adapt_ladder:
@@ -356,6 +376,11 @@ def _starts(post: Posterior, config: _Config, keys, betas, step_size):
     return jax.vmap(lambda k: _start(post, k, config, betas, step_size))(keys)
 
 
+def _initial_step_size(dim: int, local_kernel: str) -> float:
+    """HMC ``0.5 d^(-1/4)``; random walk ``2.38 / sqrt(d)`` (slice: unused)."""
+    return 0.5 * dim ** -0.25 if local_kernel == "hmc" else 2.38 / np.sqrt(dim)
+
+
 def _make_config(post, n_replicas, n_tune, n_draws, betas, beta_min, adapt_ladder, scheme, local_kernel,
                  n_local_steps, num_integration_steps, target_acceptance, evidence_estimator, n_batches, n_chains):
     """Checked settings of :func:`sample_remc` and its ladder."""
@@ -372,6 +397,9 @@ def _make_config(post, n_replicas, n_tune, n_draws, betas, beta_min, adapt_ladde
         b = np.asarray(betas)
         if b.ndim != 1 or b.size < 2 or b[0] != 0.0 or b[-1] != 1.0 or np.any(np.diff(b) <= 0):
             raise ValueError("betas must increase strictly from 0 to 1")
+    local_kernel = _slice.resolve(local_kernel, post.dim)
+    if n_local_steps is None:
+        n_local_steps = SLICE_LOCAL_STEPS if local_kernel == "slice" else 3
     if target_acceptance is None:
         target_acceptance = 0.65 if local_kernel == "hmc" else 0.3
     build_kernel(post.log_prior, post.log_likelihood, local_kernel, scheme)  # validates names
@@ -405,6 +433,16 @@ def _summarise(runs: _Run, config: _Config, evidence_estimator: str, n_batches: 
     for name, (value, se) in estimates.items():
         stats[f"log_evidence_{name}"] = jnp.asarray(value)
         stats[f"log_evidence_{name}_se"] = jnp.asarray(se)
+    unresolved = [evidence.ti_unresolved_intervals(ladder[c], ll[c]) for c in range(ll.shape[0])]
+    stats["ti_unresolved_intervals"] = jnp.asarray([u.size for u in unresolved])
+    if evidence_estimator == "ti" and any(u.size for u in unresolved):
+        c = next(c for c, u in enumerate(unresolved) if u.size)
+        r = int(unresolved[c][0])
+        warnings.warn(f"thermodynamic integration: the ladder does not resolve E_beta[log L] between beta = "
+                      f"{ladder[c, r]:.3g} and {ladder[c, r + 1]:.3g} (mean log-likelihood {ll[c, :, r].mean():.4g} -> "
+                      f"{ll[c, :, r + 1].mean():.4g}; {sum(u.size for u in unresolved)} such intervals): the TI "
+                      f"estimate is only bounded there; use evidence_estimator='bridge' or more rungs",
+                      RuntimeWarning, stacklevel=3)
     return log_z, log_z_se, stats
 
 
@@ -420,8 +458,8 @@ def sample_remc(
     beta_min: float = 1e-4,
     adapt_ladder: bool = True,
     scheme: str = "deo",
-    local_kernel: str = "hmc",
-    n_local_steps: int = 3,
+    local_kernel: str = "auto",
+    n_local_steps: int | None = None,
     num_integration_steps: int = 8,
     target_acceptance: float | None = None,
     evidence_estimator: str = "bridge",
@@ -444,10 +482,22 @@ def sample_remc(
         beta_min: smallest non-zero beta of the default geometric ladder.
         adapt_ladder: equalise swap rejection rates during tuning (Syed et al. 2022).
         scheme: ``"deo"`` (non-reversible, default) or ``"seo"`` (reversible).
-        local_kernel: ``"hmc"`` or ``"rwm"``.
-        n_local_steps: local moves per rung per sweep.
+        local_kernel: ``"slice"`` (hit-and-run slice sampling in the metric of each
+            rung's position covariance, adapted in tuning: no step size, robust to
+            funnels), ``"hmc"``, ``"rwm"``, or ``"auto"`` (default: slice for at most
+            ``_slice.MAX_DIM`` = 10 parameters, HMC above).  Measured on the real NMR
+            T1 series with two components (sigma inferred over 5 decades, 8 points
+            nearly interpolated, so the posterior reaches into a small-sigma neck):
+            HMC converged to F = -4.73 +- 0.05 even at 4 x 16000 sweeps (its tuned
+            step never enters the neck), where slice gave -5.625 +- 0.094 and
+            -5.49 +- 0.17 (defaults, two seeds), -5.630 +- 0.067 (4 x 16000), and
+            tempered SMC -5.73 +- 0.08.
+        n_local_steps: local moves per rung per sweep (default ``SLICE_LOCAL_STEPS``
+            = 10 slice, 3 HMC/RWM; a slice move costs a few density evaluations
+            without gradients, an HMC move ``num_integration_steps`` gradients).
         num_integration_steps: leapfrog steps per HMC move.
-        target_acceptance: local acceptance target (default 0.65 HMC, 0.3 RWM).
+        target_acceptance: local acceptance target (default 0.65 HMC, 0.3 RWM;
+            slice moves always land in the slice: no step size to tune).
         evidence_estimator: which estimate goes to ``log_evidence``: ``"bridge"``
             (default), ``"ti"`` or ``"stepping_stone"``; all three are in ``stats``.
         n_batches: batches for the batch-means standard errors.
@@ -464,13 +514,16 @@ def sample_remc(
         Lambda), ``step_size``, ``local_acceptance`` per rung,
         ``mean_log_likelihood`` per rung, ``log_evidence_ti``/``_se``,
         ``log_evidence_bridge``/``_se``, ``log_evidence_stepping_stone``/``_se``,
-        ``log_evidence_chains`` and R-hat/ESS when ``n_chains > 1``.
+        ``log_evidence_chains``, ``ti_unresolved_intervals`` (per chain: ladder
+        intervals where TI is only bounded, see
+        :func:`~jaxinv.inference.evidence.ti_unresolved_intervals`) and R-hat/ESS
+        when ``n_chains > 1``.
     """
     config, betas = _make_config(post, n_replicas, n_tune, n_draws, betas, beta_min, adapt_ladder, scheme,
                                  local_kernel, n_local_steps, num_integration_steps, target_acceptance,
                                  evidence_estimator, n_batches, n_chains)
     init_key, run_key, _ = jax.random.split(key, 3)
-    step_size = 0.5 * post.dim ** -0.25 if local_kernel == "hmc" else 2.38 / np.sqrt(post.dim)
+    step_size = _initial_step_size(post.dim, config.local_kernel)
     runs = _starts(post, config, jax.random.split(init_key, n_chains), betas, step_size)
     run_keys = jax.random.split(run_key, n_chains)
     total = config.n_tune + config.n_draws
@@ -504,7 +557,7 @@ def sample_remc(
 # -- many datasets (jaxinv.batch) ---------------------------------------------------------------
 def batch_adapter(post0: Posterior, *, n_replicas: int = 24, n_chains: int = 2, n_tune: int = 2000,
                   n_draws: int = 4000, betas=None, beta_min: float = 1e-4, adapt_ladder: bool = True,
-                  scheme: str = "deo", local_kernel: str = "hmc", n_local_steps: int = 3,
+                  scheme: str = "deo", local_kernel: str = "auto", n_local_steps: int | None = None,
                   num_integration_steps: int = 8, target_acceptance: float | None = None,
                   evidence_estimator: str = "bridge", n_batches: int = 20):
     """``(trace, finish)`` for :func:`jaxinv.batch`: :func:`sample_remc` as one pure function
@@ -513,7 +566,7 @@ def batch_adapter(post0: Posterior, *, n_replicas: int = 24, n_chains: int = 2, 
     config, ladder = _make_config(post0, n_replicas, n_tune, n_draws, betas, beta_min, adapt_ladder, scheme,
                                   local_kernel, n_local_steps, num_integration_steps, target_acceptance,
                                   evidence_estimator, n_batches, n_chains)
-    step_size = 0.5 * post0.dim ** -0.25 if local_kernel == "hmc" else 2.38 / np.sqrt(post0.dim)
+    step_size = _initial_step_size(post0.dim, config.local_kernel)
     trace = _REMCTrace(ladder, config, int(n_chains), float(step_size))
 
     def finish(stacked: Result) -> Result:

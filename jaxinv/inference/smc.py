@@ -76,22 +76,19 @@ from blackjax.smc.tempered import TemperedSMCState
 
 from ..model import Posterior
 from ..results import Result
-from . import _checkpoint
+from . import _checkpoint, _slice
 from ._draws import constrain_draws, nan_to_minus_inf
 from ._progress import end_progress, progress_reporter, report_progress
 
 __all__ = ["SMCState", "init", "build_step", "run", "sample_smc"]
 
 KERNELS = ("auto", "slice", "hmc", "rwm")
-#: kernel="auto" moves by slice sampling up to this many parameters, by HMC above: a hit-and-run
-#: step moves along one direction, so it needs ~dim steps where HMC's gradient moves all at once
-#: (measured: a 21-parameter GMRF model with a precision hyperparameter kept 0.92 of its
-#: log-density correlation after 500 slice steps)
-SLICE_MAX_DIM = 10
+#: kernel="auto" moves by slice sampling up to this many parameters, by HMC above (see ``_slice``)
+SLICE_MAX_DIM = _slice.MAX_DIM
 #: initial slice bracket, in units of the particle covariance's metric
-SLICE_WIDTH = 1.5
+SLICE_WIDTH = _slice.WIDTH
 #: stepping-out steps per side at most (Neal 2003's m)
-SLICE_MAX_EXPANSIONS = 10
+SLICE_MAX_EXPANSIONS = _slice.MAX_EXPANSIONS
 #: warn when, after ``max_mcmc_steps`` moves at some temperature, the particles' tempered
 #: log-densities still correlate this much with their values before the moves
 LAGGING_CORRELATION = 0.5
@@ -141,9 +138,7 @@ class _Config(NamedTuple):
 
 def _resolve_kernel(post: Posterior, kernel: str) -> str:
     """``"auto"``: slice for at most ``SLICE_MAX_DIM`` parameters, HMC above; others as given."""
-    if kernel == "auto":
-        return "slice" if post.dim <= SLICE_MAX_DIM else "hmc"
-    return kernel
+    return _slice.resolve(kernel, post.dim)
 
 
 def init(post: Posterior, key, n_particles: int, kernel: str = "hmc", max_steps: int = 500) -> SMCState:
@@ -213,10 +208,6 @@ def _until_decorrelated(max_mcmc_steps: int, threshold: float):
     return strategy
 
 
-class _SliceInfo(NamedTuple):
-    acceptance_rate: jax.Array  # 1 once shrinkage finds a point in the slice (it always does)
-
-
 class _MoveInfo(NamedTuple):
     acceptance_rate: jax.Array
     n_steps: jax.Array
@@ -270,22 +261,8 @@ def build_step(post: Posterior, config: _Config):
         mcmc_init = blackjax.hmc.init
         mcmc_step = blackjax.hmc.build_kernel()
     elif config.kernel == "slice":
-        slice_kernel = blackjax.mcmc.slice.build_kernel(blackjax.mcmc.slice.stepping_out, SLICE_MAX_EXPANSIONS)
-        mcmc_init = blackjax.mcmc.slice.init
-
-        def mcmc_step(key, state, logdensity_fn, direction_cholesky):
-            def proposal(key, position, logdensity_fn):
-                xi = jax.random.normal(key, position.shape, position.dtype)
-                direction = direction_cholesky @ (xi / jnp.linalg.norm(xi))
-
-                def slice_fn(t):
-                    x = position + t * direction
-                    return blackjax.mcmc.slice.SliceState(x, logdensity_fn(x)), True
-
-                return slice_fn
-
-            state, info = slice_kernel(key, state, logdensity_fn, proposal, SLICE_WIDTH)
-            return state, _SliceInfo(info.is_accepted.astype(state.position.dtype))
+        mcmc_init = _slice.init
+        mcmc_step = _slice.build_kernel(SLICE_WIDTH, SLICE_MAX_EXPANSIONS)
     else:
         rw_kernel = blackjax.mcmc.random_walk.build_additive_step()
 
@@ -322,7 +299,7 @@ def build_step(post: Posterior, config: _Config):
             ridge = 1e-10 * (1.0 + jnp.trace(cov) / dim) * jnp.eye(dim)
             cholesky = jnp.linalg.cholesky(cov + ridge)
             if config.kernel == "slice":
-                parameters = {"direction_cholesky": cholesky[None]}
+                parameters = {"metric": cholesky[None]}
             else:
                 parameters = {"proposal_cholesky": (state.scale * cholesky)[None]}
         kernel = blackjax.tempered_smc.build_kernel(
