@@ -491,7 +491,8 @@ def sample_remc(
             HMC converged to F = -4.73 +- 0.05 even at 4 x 16000 sweeps (its tuned
             step never enters the neck), where slice gave -5.625 +- 0.094 and
             -5.49 +- 0.17 (defaults, two seeds), -5.630 +- 0.067 (4 x 16000), and
-            tempered SMC -5.73 +- 0.08.
+            tempered SMC -5.73 +- 0.08; importance sampling with sigma integrated
+            out analytically: -5.646 +- 0.003.
         n_local_steps: local moves per rung per sweep (default ``SLICE_LOCAL_STEPS``
             = 10 slice, 3 HMC/RWM; a slice move costs a few density evaluations
             without gradients, an HMC move ``num_integration_steps`` gradients).
