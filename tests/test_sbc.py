@@ -80,8 +80,9 @@ def tempered_smc(post, key, *, n_particles=200, kernel="hmc", num_mcmc_steps=5, 
     return jax.random.permutation(order_key, z, axis=1)
 
 
-def replica_exchange(post, key, *, n_replicas=8, n_tune=400, n_draws=400, beta_min=1e-3):
-    config = remc._Config("hmc", "deo", 1, 8, n_tune, n_draws, 0.65, True, remc._round_ends(n_tune))
+def replica_exchange(post, key, *, n_replicas=8, n_tune=400, n_draws=400, beta_min=1e-3, local_kernel="hmc",
+                     n_local_steps=1):
+    config = remc._Config(local_kernel, "deo", n_local_steps, 8, n_tune, n_draws, 0.65, True, remc._round_ends(n_tune))
     betas = remc.geometric_ladder(n_replicas, beta_min)
     start_key, run_key = jax.random.split(key)
     runs = remc._starts(post, config, start_key[None], betas, 0.5 * post.dim ** -0.25)
@@ -89,7 +90,9 @@ def replica_exchange(post, key, *, n_replicas=8, n_tune=400, n_draws=400, beta_m
     return runs.draws
 
 
-ENGINES = {"nuts": nuts, "smc": tempered_smc, "remc": replica_exchange}
+ENGINES = {"nuts": nuts, "smc": tempered_smc, "remc": replica_exchange,
+           # the default local moves of sample_remc for models of <= 10 parameters (dense metric)
+           "remc_slice": functools.partial(replica_exchange, local_kernel="slice", n_local_steps=3)}
 
 
 def keep(z, n):
