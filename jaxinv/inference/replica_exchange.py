@@ -5,7 +5,8 @@ R replicas sample the power posteriors
     p_beta(z | y)  ∝  p(y | z)^beta  p(z),     0 = beta_1 < beta_2 < ... < beta_R = 1,
 
 each with its own local MCMC kernel (hit-and-run slice sampling, HMC or
-random-walk Metropolis, vmapped over replicas), and neighbouring replicas exchange configurations with probability
+random-walk Metropolis, vmapped over replicas), and neighbouring replicas
+exchange configurations with probability
 
     min(1, exp[(beta_{i+1} - beta_i) (log L(z_i) - log L(z_{i+1}))])
 
@@ -36,8 +37,9 @@ During tuning each replica also adapts its step size (Robbins--Monro on the log
 step size towards ``target_acceptance``; HMC and random walk) and, at every round
 end, its metric from its positions over that round (regularised as in Stan): the
 diagonal inverse mass matrix (HMC, random walk) or the full covariance whose
-Cholesky factor shapes the slice kernel's directions.  The kernel itself (``build_kernel``) does no tuning;
-``run`` drives it in one ``lax.while_loop`` over sweeps.
+Cholesky factor shapes the slice kernel's directions.  The kernel itself
+(``build_kernel``) does no tuning; ``run`` drives it in one ``lax.while_loop``
+over sweeps.
 
 Free energy: see :mod:`jaxinv.inference.evidence` (thermodynamic integration and
 bridge sampling over the ladder, batch-means standard errors).
@@ -169,8 +171,9 @@ def build_kernel(log_prior_fn, log_likelihood_fn, local_kernel: str = "hmc", sch
         log_prior_fn: log prior density of one unconstrained position.
         log_likelihood_fn: log-likelihood of one unconstrained position.
         local_kernel: ``"slice"`` (hit-and-run slice sampling in the metric of the
-            dense ``inverse_mass`` -- the rung's position covariance --, no step size), ``"hmc"`` (step size jittered ±20%
-            per move) or ``"rwm"``; ``"auto"`` must be resolved first (:func:`resolve_kernel`).
+            dense ``inverse_mass``, the rung's position covariance; no step size),
+            ``"hmc"`` (step size jittered ±20% per move) or ``"rwm"``; ``"auto"`` is
+            resolved by :func:`sample_remc` before it gets here.
         scheme: ``"deo"`` (non-reversible) or ``"seo"`` (random parity).
         n_local_steps: local MCMC steps per rung per sweep.
         num_integration_steps: leapfrog steps per HMC proposal.
