@@ -188,7 +188,7 @@ def test_a_resumed_batch_refuses_chunks_run_under_other_resolved_defaults(map_ba
     from jaxinv.inference import _slice
 
     Y, _ = map_batch
-    kw = dict(method="smc", n_particles=64, n_runs=1, out=tmp_path / "run")
+    kw = dict(method="smc", n_particles=16, n_runs=1, max_mcmc_steps=20, out=tmp_path / "run")
     ji.batch(ji.sample, decay_model(), Y[:2], jax.random.key(3), **kw)
     monkeypatch.setattr(_slice, "MAX_DIM", 0)  # kernel="auto" now resolves to HMC
     with pytest.raises(ValueError, match="different batch"):
