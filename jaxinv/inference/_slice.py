@@ -1,8 +1,8 @@
 """Hit-and-run slice sampling in a given metric, on BlackJAX's slice kernel.
 
 One step draws a direction uniformly on the ellipsoid of the metric
-(``d = S xi / |xi|``, ``xi ~ N(0, I)``, ``S`` a Cholesky factor or the square roots
-of a diagonal), brackets the slice ``{t : log p(x + t d) > log p(x) + log u}``
+(``d = S xi / |xi|``, ``xi ~ N(0, I)``, ``S`` a lower Cholesky factor of the
+metric), brackets the slice ``{t : log p(x + t d) > log p(x) + log u}``
 by stepping out with width ``width`` at most ``max_expansions`` times per side,
 and shrinks the bracket until a point lies in the slice (Neal 2003, Ann. Stat. 31,
 705, Figs. 3 and 5).  No step size: the bracket adapts to the local scale, which
@@ -44,18 +44,15 @@ class SliceInfo(NamedTuple):
 
 
 def build_kernel(width: float = WIDTH, max_expansions: int = MAX_EXPANSIONS):
-    """``step(key, state, logdensity_fn, metric) -> (state, SliceInfo)``.
-
-    ``metric`` is ``(d, d)`` (a lower Cholesky factor) or ``(d,)`` (standard
-    deviations of a diagonal metric).
-    """
+    """``step(key, state, logdensity_fn, metric) -> (state, SliceInfo)``, ``metric`` a
+    ``(d, d)`` lower Cholesky factor."""
     kernel = blackjax.mcmc.slice.build_kernel(blackjax.mcmc.slice.stepping_out, max_expansions)
 
     def step(key, state, logdensity_fn, metric):
         def proposal(key, position, logdensity_fn):
             xi = jax.random.normal(key, position.shape, position.dtype)
             u = xi / jnp.linalg.norm(xi)
-            direction = metric @ u if metric.ndim == 2 else metric * u
+            direction = metric @ u
 
             def slice_fn(t):
                 x = position + t * direction
