@@ -43,6 +43,8 @@ def main():
     parser.add_argument("checkpoint")
     parser.add_argument("out")
     parser.add_argument("--kill", action="store_true")
+    parser.add_argument("--straight", metavar="OUT", help="then also run without a checkpoint (in the same "
+                        "process: the compiled programs are reused) and save its result here")
     args = parser.parse_args()
     sampler, options = SETTINGS[args.engine]
 
@@ -53,9 +55,13 @@ def main():
     kwargs = dict(options, progress=progress) if args.checkpoint != "none" else {}
     if args.checkpoint != "none":
         kwargs["checkpoint"] = args.checkpoint
-    res = sampler(posterior(), jax.random.key(11), **kwargs)
-    np.savez(args.out, log_evidence=np.asarray(res.log_evidence),
-             **{k: np.asarray(v) for k, v in res.params.items()})
+    _save(args.out, sampler(posterior(), jax.random.key(11), **kwargs))
+    if args.straight:
+        _save(args.straight, sampler(posterior(), jax.random.key(11)))
+
+
+def _save(path, res):
+    np.savez(path, log_evidence=np.asarray(res.log_evidence), **{k: np.asarray(v) for k, v in res.params.items()})
 
 
 if __name__ == "__main__":
