@@ -58,7 +58,9 @@ def _run(*args):
                           timeout=250)  # two processes per test (~15-25 s each) inside pytest's 900 s
 
 
-@pytest.mark.parametrize("engine", ["smc", pytest.param("nuts", marks=pytest.mark.slow),
+# the checkpoint files are written by one module (jaxinv/inference/_checkpoint.py) for every
+# engine: NUTS (the cheapest to compile) checks crash safety by default, SMC and REMC in the slow set
+@pytest.mark.parametrize("engine", ["nuts", pytest.param("smc", marks=pytest.mark.slow),
                                     pytest.param("remc", marks=pytest.mark.slow)])
 def test_sigkilled_run_resumes_with_identical_draws(engine, tmp_path):
     ckpt = tmp_path / f"{engine}.ckpt"

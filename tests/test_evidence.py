@@ -160,6 +160,18 @@ def test_remc_free_energy_ti_and_bridge_agree_with_analytic():
     mean, _ = _power_posterior(1.0)
     np.testing.assert_allclose(np.asarray(res.params["w"]).reshape(-1, 3).mean(0), mean, atol=0.03)
     assert float(res.stats["rhat_max"]) < 1.01
+    assert np.all(np.isnan(np.asarray(res.stats["step_size"])))  # slice moves (the default here) have no step size
+
+
+def test_remc_step_size_is_tuned_for_hmc_and_absent_for_slice():
+    """``stats["step_size"]``: HMC's per-rung step sizes, tuned in the tuning sweeps (hotter
+    rungs take longer steps); NaN for slice moves, which have no step size."""
+    common = dict(n_replicas=6, n_chains=1, n_tune=100, n_draws=50, n_batches=5)
+    hmc = np.asarray(sample_remc(_post(), jax.random.key(6), local_kernel="hmc", **common).stats["step_size"])
+    assert hmc.shape == (1, 6) and np.all(np.isfinite(hmc) & (hmc > 0))
+    assert hmc[0, 0] > hmc[0, -1]  # the prior rung (beta = 0) is wider than the posterior one
+    slice_ = np.asarray(sample_remc(_post(), jax.random.key(6), local_kernel="slice", **common).stats["step_size"])
+    assert slice_.shape == (1, 6) and np.all(np.isnan(slice_))
 
 
 def test_non_reversible_swaps_make_more_round_trips():

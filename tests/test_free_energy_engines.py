@@ -28,7 +28,11 @@ def test_smc_free_energy_within_005_nats_of_exact(problem):
     assert sel.selected == lr.exact_selection(data.x, data.y)
 
 
+@pytest.mark.slow
 def test_remc_free_energy_within_005_nats_of_exact(problem):
+    """Slow (~40 s on 2 cores).  Fast twin: tests/test_evidence.py::
+    test_remc_free_energy_ti_and_bridge_agree_with_analytic (TI and bridge within 0.05 nats of
+    a conjugate Gaussian model's exact evidence, and of each other within their errors)."""
     data, models, exact = problem
     # 32 rungs: with N(0, 10^2) priors the integrand of TI swings by 10^4 nats between beta = 0
     # and the first rung; 16 rungs leave a ~0.1 nat quadrature bias in TI (bridge is unaffected)

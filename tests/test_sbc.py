@@ -91,7 +91,8 @@ def replica_exchange(post, key, *, n_replicas=8, n_tune=400, n_draws=400, beta_m
 
 
 ENGINES = {"nuts": nuts, "smc": tempered_smc, "remc": replica_exchange,
-           # the default local moves of sample_remc for models of <= 10 parameters (dense metric)
+           # the default local kernel of sample_remc for models of <= 10 parameters (slice moves in
+           # each rung's dense covariance metric), at 3 moves per sweep instead of the default 10
            "remc_slice": functools.partial(replica_exchange, local_kernel="slice", n_local_steps=3)}
 
 

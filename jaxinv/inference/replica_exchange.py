@@ -427,7 +427,8 @@ def _summarise(runs: _Run, config: _Config, evidence_estimator: str, n_batches: 
         "round_trips": jnp.asarray(trips),
         "round_trip_rate": jnp.asarray(trips / config.n_draws),
         "barrier": jnp.asarray(np.sum(1.0 - swap_acceptance, axis=-1)),
-        "step_size": jnp.exp(state.log_step_size),
+        # slice moves have no step size (their scale is each rung's covariance): NaN, not the unused start value
+        "step_size": jnp.where(config.local_kernel == "slice", jnp.nan, jnp.exp(state.log_step_size)),
         "local_acceptance": jnp.asarray(np.mean(np.asarray(runs.local_acceptance), axis=1)),
         "mean_log_likelihood": jnp.asarray(ll.mean(axis=1)),
         "log_evidence_chains": jnp.asarray([evidence.ladder_evidence(ladder[c:c + 1], ll[c:c + 1], evidence_estimator,
@@ -515,7 +516,8 @@ def sample_remc(
         standard error, and ``stats``: ``betas`` (final ladder per chain),
         ``swap_acceptance`` ``(n_chains, R-1)``, ``round_trips``,
         ``round_trip_rate`` (per sweep), ``barrier`` (global communication barrier
-        Lambda), ``step_size``, ``local_acceptance`` per rung,
+        Lambda), ``step_size`` (tuned, per rung; NaN for slice moves, which have
+        none), ``local_acceptance`` per rung,
         ``mean_log_likelihood`` per rung, ``log_evidence_ti``/``_se``,
         ``log_evidence_bridge``/``_se``, ``log_evidence_stepping_stone``/``_se``,
         ``log_evidence_chains``, ``ti_unresolved_intervals`` (per chain: ladder
