@@ -2,8 +2,8 @@
 checkpoint and yields exactly the draws of an uninterrupted run (NUTS, SMC, replica exchange).
 
 Fast in-process checks stop each engine by an exception right after its first checkpoint;
-the subprocess checks kill a real run with SIGKILL (SMC in the default run, the other
-engines with ``-m slow``)."""
+the subprocess checks kill a real run with SIGKILL (NUTS in the default run, SMC and replica
+exchange with ``-m slow``)."""
 
 import importlib.util
 import subprocess

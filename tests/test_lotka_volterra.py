@@ -132,7 +132,8 @@ def _compare_nuts(res):
 def test_nuts_matches_the_numpyro_reference(nuts):
     """Slow (fast twin: tests/test_drug_elimination.py::test_nuts_matches_the_numpyro_reference,
     NUTS through a Diffrax ODE against a NumPyro reference; the LV log density is checked
-    exactly by test_log_density_is_the_posteriordb_model).  2 chains x (500 warmup + 500 draws): every component's mean within 4 combined Monte
+    exactly by test_log_density_is_the_posteriordb_model; the default run does no inference
+    on the LV posterior).  2 chains x (500 warmup + 500 draws): every component's mean within 4 combined Monte
     Carlo standard errors of the reference (z = (m - m_ref) / sqrt(mcse^2 + mcse_ref^2), MCSE
     from jaxinv's own bulk ESS; 4 sigma over 8 components has a false-alarm rate < 1e-3 for a
     correct sampler), and its sd within 15% (sd of an sd estimate at ESS >= 200: ~5%)."""
@@ -167,6 +168,7 @@ def test_posterior_predictive_band_covers_the_data(post, tmp_path):
 
 @pytest.mark.slow
 def test_posterior_predictive_band_of_the_nuts_draws_covers_the_data(post, nuts, tmp_path):
+    """The check above with jaxinv's NUTS draws (parameter uncertainty included)."""
     _assert_predictive_band_covers_the_data(post, nuts, tmp_path)
 
 

@@ -53,6 +53,8 @@ def test_cli_run_default_data(tmp_path, capsys):
     assert summary["problem"] == "nmr-relaxation" and summary["method"] == "laplace"
     names = [m["name"] for m in summary["models"]]
     assert names == ["single", "stretched", "K=2"] and summary["selected"] in names
+    energies = {m["name"]: m["free_energy"] for m in summary["models"]}
+    assert energies["K=2"] > energies["single"] + 1.0  # the over-complete model loses on the real series
     single = summary["models"][0]
     # T1 of water with 100 uM spin label, microwaves off: about 2.1 s
     assert 1.9 < single["map"]["relaxation_time"] < 2.4

@@ -27,8 +27,8 @@ What the method achieves (measured; see the report of the branch that added this
   adds ~0.4 nats of noise (sd 0.60) and gets 13 of 20.  So the true K wins almost
   always, but by a Bayes factor of only ~1.35 -- never decisively -- and "at least 19
   of 20" sits at the edge of what even converged free energies give.  The tests assert
-  what the method does achieve (true peaks always found; K = 3 favoured on average and
-  never decisively beaten; 18/20-level recovery in the slow run).  The issue's strict
+  what the method does achieve (K = 3 favoured on average and never decisively beaten;
+  in the slow run, which also runs K = 2: true peaks always found, 18/20-level recovery).  The issue's strict
   19/20 is not asserted: converged free energies give 18/20 here (see the issue note).
 * Posterior coverage of the K = 3 model is calibrated (see ``test_k3_posterior_covers_truth``).
 """
