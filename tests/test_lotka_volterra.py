@@ -53,9 +53,9 @@ def _reference_mean_draws(n=400):
     predictive then holds the observation noise only (with the posterior's parameter spread
     the band is wider; measured: noise-only bands cover 0.95 of the data, and 0.62 with
     sigma halved, so the check below can fail)."""
-    return {name: np.broadcast_to(np.array([r["mean"] for r in rows]) if isinstance(rows, list) else rows["mean"],
-                                  (1, n) + ((len(rows),) if isinstance(rows, list) else ())).copy()
-            for name, rows in REFERENCE.items()}
+    means = {name: np.array([r["mean"] for r in rows]) if isinstance(rows, list) else np.float64(rows["mean"])
+             for name, rows in REFERENCE.items()}
+    return {name: np.broadcast_to(m, (1, n) + m.shape).copy() for name, m in means.items()}
 
 
 def test_default_data_is_posteriordb_hudson_lynx_hare():
@@ -133,8 +133,8 @@ def test_nuts_matches_the_numpyro_reference(nuts):
     """Slow (fast twin: tests/test_drug_elimination.py::test_nuts_matches_the_numpyro_reference,
     NUTS through a Diffrax ODE against a NumPyro reference; the LV log density is checked
     exactly by test_log_density_is_the_posteriordb_model; the default run does no inference
-    on the LV posterior).  2 chains x (500 warmup + 500 draws): every component's mean within 4 combined Monte
-    Carlo standard errors of the reference (z = (m - m_ref) / sqrt(mcse^2 + mcse_ref^2), MCSE
+    on the LV posterior).  2 chains x (500 warmup + 500 draws): every component's mean within
+    4 combined Monte Carlo standard errors of the reference (z = (m - m_ref) / sqrt(mcse^2 + mcse_ref^2), MCSE
     from jaxinv's own bulk ESS; 4 sigma over 8 components has a false-alarm rate < 1e-3 for a
     correct sampler), and its sd within 15% (sd of an sd estimate at ESS >= 200: ~5%)."""
     rows = _compare_nuts(nuts)
