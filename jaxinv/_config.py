@@ -89,6 +89,42 @@ def _guard_cpu_lapack_pool() -> None:
 
 _guard_cpu_lapack_pool()
 
+
+#: XLA flag that selects the CPU backend's LLVM-IR fusion emitters instead of the newer
+#: MLIR-based ones (see :func:`_prefer_fast_cpu_compiles`)
+CPU_COMPILE_FLAG = "--xla_cpu_use_fusion_emitters=false"
+
+
+def _prefer_fast_cpu_compiles() -> None:
+    """Compile CPU programs with XLA's LLVM-IR fusion emitters (jaxlib 0.10.x only).
+
+    Compiling, not computing, is what an inversion costs on a CPU the first time a model is
+    seen: a multi-start MAP with its Laplace approximation on a 3-parameter NMR curve took
+    25.7 s on one core of a 2-core EPYC (jaxlib 0.10.2, 2026-12-07), of which 22.0 s was XLA
+    compiling and 0.03 s the fit itself.  jaxlib 0.10's CPU backend emits its fusions through
+    MLIR by default; with ``--xla_cpu_use_fusion_emitters=false`` it uses the older LLVM-IR
+    emitters, and the same first call took 14.8 s (10.7 s compiling).  Steady-state run times
+    measured on the same machine moved little and not one way: 1024 batched MAP fits 3.28 s
+    -> 3.41 s, NUTS (4 chains x 1500 steps) 0.59 s -> 0.35 s, tempered SMC 111.7 s -> 110.7 s;
+    results agree to round-off (the MAP fits bit for bit).  The test suite ran a third faster.
+
+    The flag is added to ``XLA_FLAGS`` before the CPU client starts, only for jaxlib 0.10.x
+    (where it was measured: an XLA build that no longer knows a flag aborts the process),
+    never over a value of the same flag already in ``XLA_FLAGS``, and not at all with
+    ``JAXINV_XLA_CPU_DEFAULTS=1`` in the environment.  GPU programs are not affected."""
+    if os.environ.get("JAXINV_XLA_CPU_DEFAULTS") == "1" or _jaxlib_version()[:2] != (0, 10):
+        return
+    flags = os.environ.get("XLA_FLAGS", "")
+    if CPU_COMPILE_FLAG.split("=")[0] in flags:
+        return
+    from jax._src import xla_bridge
+
+    if not xla_bridge.backends_are_initialized():
+        os.environ["XLA_FLAGS"] = f"{flags} {CPU_COMPILE_FLAG}".strip()
+
+
+_prefer_fast_cpu_compiles()
+
 # several processes, one program (see jaxinv.cluster): before anything touches a device
 from . import cluster as _cluster  # noqa: E402
 
