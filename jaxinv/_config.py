@@ -103,10 +103,12 @@ def _prefer_fast_cpu_compiles() -> None:
     25.7 s on one core of a 2-core EPYC (jaxlib 0.10.2, 2026-12-07), of which 22.0 s was XLA
     compiling and 0.03 s the fit itself.  jaxlib 0.10's CPU backend emits its fusions through
     MLIR by default; with ``--xla_cpu_use_fusion_emitters=false`` it uses the older LLVM-IR
-    emitters, and the same first call took 14.8 s (10.7 s compiling).  Steady-state run times
-    measured on the same machine moved little and not one way: 1024 batched MAP fits 3.28 s
-    -> 3.41 s, NUTS (4 chains x 1500 steps) 0.59 s -> 0.35 s, tempered SMC 111.7 s -> 110.7 s;
-    results agree to round-off (the MAP fits bit for bit).  The test suite ran a third faster.
+    emitters, and the same first call took 14.8 s (10.7 s compiling); ``jaxinv run
+    nmr-relaxation`` on both cores 62 s -> 48 s, the test suite (2 workers) 1630 s -> 1380 s.
+    Steady-state run times moved little and not one way (default -> this flag): 1024 batched
+    MAP fits 3.28 -> 3.41 s, multi-start MAP medians within 6 % (bench_map sizes), NUTS (4
+    chains x 1500 steps) 0.59 -> 0.35 s, tempered SMC 111.7 -> 110.7 s, EPMA quantification
+    2.02 -> 1.65 s; results agree to round-off (the batched MAP fits bit for bit).
 
     The flag is added to ``XLA_FLAGS`` before the CPU client starts, only for jaxlib 0.10.x
     (where it was measured: an XLA build that no longer knows a flag aborts the process),
