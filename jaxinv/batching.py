@@ -58,7 +58,7 @@ from .inference._checkpoint import atomic_write
 from .inference._progress import ProgressBar, end_progress, progress_reporter, report_progress
 from .inference.laplace import boundary_parameters
 from .model import Model, Posterior
-from .results import Result, named_dataset, summarize_draws
+from .results import Result, named_dataset, settings_from_json, summarize_draws
 
 __all__ = ["batch", "BatchResult", "BatchSelection", "load_batch"]
 
@@ -222,7 +222,7 @@ class BatchResult:
         stats = {k: v for k, v in one.stats.items() if not k.startswith("_")}
         return Result(params={k: one.params[k] for k in self.stacked.params}, method=one.method,
                       sample_dims=one.sample_dims, log_evidence=one.log_evidence, log_evidence_se=one.log_evidence_se,
-                      stats=stats, laplace=laplace, observed=observed)
+                      stats=stats, laplace=laplace, observed=observed, settings=one.settings)
 
     def _result(self) -> Result:
         if not isinstance(self.stacked, Result):
@@ -308,7 +308,7 @@ class BatchResult:
                                                 np.asarray(self.stacked.log_evidence_se) * np.ones(len(self)))})
         batch.attrs.update({"method": self.method, "lane_efficiency": float(self.lane_efficiency),
                             "n_devices": int(self.n_devices), "sample_dims": int(self.stacked.sample_dims),
-                            "errors": json.dumps(self.errors)})
+                            "errors": json.dumps(self.errors), "settings": json.dumps(getattr(self.stacked, "settings", ()))})
         if path.exists():
             path.unlink()
         batch.to_netcdf(path, group="batch", engine="h5netcdf", mode="w")
@@ -358,7 +358,8 @@ def load_batch(path) -> BatchResult:
         pass
     stacked = Result(params=params, method=str(b.attrs["method"]), sample_dims=sample_dims,
                      log_evidence=jnp.asarray(b["log_evidence"].values),
-                     log_evidence_se=jnp.asarray(b["log_evidence_se"].values), stats=stats, laplace=laplace)
+                     log_evidence_se=jnp.asarray(b["log_evidence_se"].values), stats=stats, laplace=laplace,
+                     settings=settings_from_json(b.attrs.get("settings", "[]")))
     return BatchResult(stacked=stacked, failed=b["failed"].values.astype(bool), errors=json.loads(b.attrs["errors"]),
                        method=str(b.attrs["method"]), lane_efficiency=float(b.attrs["lane_efficiency"]),
                        n_devices=int(b.attrs["n_devices"]))

@@ -69,6 +69,10 @@ class Result(eqx.Module):
             ``{measurement: array}`` for a :class:`~jaxinv.likelihoods.Joint`.
         approximation: the fitted variational distribution (SVI only; see
             :class:`jaxinv.inference.svi.Variational`); not saved by :meth:`save`.
+        settings: the settings the engine ran with, as ``(name, value)`` pairs: defaults
+            filled in and ``"auto"`` choices resolved, e.g. ``("kernel", "slice")`` where
+            SMC's ``kernel="auto"`` chose slice moves (SMC and REMC; empty for the other
+            engines); read them with :attr:`settings_dict`.
     """
 
     params: dict[str, jax.Array]
@@ -80,6 +84,12 @@ class Result(eqx.Module):
     laplace: Any = None
     observed: Any = None
     approximation: Any = None
+    settings: tuple = eqx.field(static=True, default=())
+
+    @property
+    def settings_dict(self) -> dict[str, Any]:
+        """:attr:`settings` as a dict."""
+        return dict(self.settings)
 
     @property
     def free_energy(self) -> jax.Array:
@@ -125,6 +135,7 @@ class Result(eqx.Module):
             "jaxinv_sample_dims": self.sample_dims,
             "log_evidence": float(self.log_evidence),
             "log_evidence_se": float(self.log_evidence_se),
+            "jaxinv_settings": json.dumps(self.settings),
         }
         groups = {"posterior": dataset(post, ("chain", "draw"))}
         groups["posterior"].attrs.update(attrs)
@@ -191,7 +202,28 @@ class Result(eqx.Module):
             stats=stats,
             laplace=laplace,
             observed=observed,
+            settings=settings_from_json(attrs.get("jaxinv_settings", "[]")),
         )
+
+
+def engine_settings(config, **more) -> tuple:
+    """An engine's resolved settings (a NamedTuple, plus keyword extras) as the hashable
+    ``(name, value)`` pairs of :attr:`Result.settings`."""
+    items = {**config._asdict(), **more}
+    return tuple((name, _hashable(value)) for name, value in items.items())
+
+
+def settings_from_json(text: str) -> tuple:
+    """:attr:`Result.settings` from its JSON form (lists back to tuples)."""
+    return tuple((name, _hashable(value)) for name, value in json.loads(text))
+
+
+def _hashable(value):
+    if isinstance(value, (list, tuple)):
+        return tuple(_hashable(v) for v in value)
+    if isinstance(value, np.generic):
+        return value.item()
+    return value
 
 
 def to_json_value(x):

@@ -189,7 +189,9 @@ def test_a_resumed_batch_refuses_chunks_run_under_other_resolved_defaults(map_ba
 
     Y, _ = map_batch
     kw = dict(method="smc", n_particles=16, n_runs=1, max_mcmc_steps=20, out=tmp_path / "run")
-    ji.batch(ji.sample, decay_model(), Y[:2], jax.random.key(3), **kw)
+    first = ji.batch(ji.sample, decay_model(), Y[:2], jax.random.key(3), **kw)
+    assert first.stacked.settings_dict["kernel"] == "slice" and first[1].settings == first.stacked.settings
+    assert ji.load_batch(first.save(tmp_path / "batch.nc")).stacked.settings == first.stacked.settings
     monkeypatch.setattr(_slice, "MAX_DIM", 0)  # kernel="auto" now resolves to HMC
     with pytest.raises(ValueError, match="different batch"):
         ji.batch(ji.sample, decay_model(), Y[:2], jax.random.key(3), **kw)

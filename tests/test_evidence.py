@@ -137,6 +137,9 @@ def test_smc_free_energy_matches_analytic():
     np.testing.assert_allclose(draws.std(0), jnp.sqrt(jnp.diag(cov)), rtol=0.1)
     betas = np.asarray(res.stats["betas"])[0]
     assert betas[int(res.stats["n_temperatures"][0]) - 1] == 1.0
+    # the settings it ran with: kernel="auto" resolved (slice moves for 3 parameters)
+    settings = res.settings_dict
+    assert settings["kernel"] == "slice" and settings["n_particles"] == 1000 and settings["num_mcmc_steps"] == 10
 
 
 @pytest.mark.parametrize("kernel", ["rwm", "slice"])
@@ -161,6 +164,7 @@ def test_remc_free_energy_ti_and_bridge_agree_with_analytic():
     np.testing.assert_allclose(np.asarray(res.params["w"]).reshape(-1, 3).mean(0), mean, atol=0.03)
     assert float(res.stats["rhat_max"]) < 1.01
     assert np.all(np.isnan(np.asarray(res.stats["step_size"])))  # slice moves (the default here) have no step size
+    assert res.settings_dict["local_kernel"] == "slice" and res.settings_dict["n_replicas"] == 16
 
 
 def test_remc_step_size_is_tuned_for_hmc():
@@ -171,6 +175,19 @@ def test_remc_step_size_is_tuned_for_hmc():
     hmc = np.asarray(res.stats["step_size"])
     assert hmc.shape == (1, 6) and np.all(np.isfinite(hmc) & (hmc > 0))
     assert hmc[0, 0] > hmc[0, -1]  # the prior rung (beta = 0) is wider than the posterior one
+    assert res.settings_dict["local_kernel"] == "hmc"
+
+
+def test_settings_name_the_kernel_auto_chose_and_survive_save_and_load(monkeypatch, tmp_path):
+    """``Result.settings``: what ``kernel="auto"`` resolved to (HMC above ``_slice.MAX_DIM``
+    parameters, here lowered to 0), kept through :meth:`Result.save` / :meth:`Result.load`."""
+    from jaxinv.inference import _slice
+
+    monkeypatch.setattr(_slice, "MAX_DIM", 0)
+    res = sample_smc(_post(), jax.random.key(7), n_particles=16, n_runs=1, max_mcmc_steps=10)
+    assert res.settings_dict["kernel"] == "hmc" and res.settings_dict["target_acceptance"] == 0.65
+    loaded = ji.Result.load(res.save(tmp_path / "smc.nc"))
+    assert loaded.settings == res.settings
 
 
 def test_non_reversible_swaps_make_more_round_trips():

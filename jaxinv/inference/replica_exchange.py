@@ -57,7 +57,7 @@ import jax.numpy as jnp
 import numpy as np
 
 from ..model import Posterior
-from ..results import Result
+from ..results import Result, engine_settings
 from . import _checkpoint, _slice, evidence
 from ._draws import constrain_draws, nan_to_minus_inf
 from ._progress import end_progress, progress_reporter, report_progress
@@ -411,6 +411,12 @@ def _make_config(post, n_replicas, n_tune, n_draws, betas, beta_min, adapt_ladde
     return config, betas
 
 
+def _settings(config: _Config, betas, n_chains: int, evidence_estimator: str, n_batches: int) -> tuple:
+    """:attr:`Result.settings` of a run: the resolved configuration and the ladder size."""
+    return engine_settings(config, n_replicas=int(np.shape(betas)[0]), n_chains=int(n_chains),
+                           evidence_estimator=evidence_estimator, n_batches=int(n_batches))
+
+
 def _summarise(runs: _Run, config: _Config, evidence_estimator: str, n_batches: int):
     """``(log_z, log_z_se, stats)`` of finished runs (host side: the ladder estimators)."""
     state = runs.state
@@ -557,7 +563,8 @@ def sample_remc(
         stats["ess_min"] = jnp.asarray(min(ess_bulk.values()))
         stats["ess_tail_min"] = jnp.asarray(min(ess_tail.values()))
     return Result(params=params, method="remc", sample_dims=2, log_evidence=jnp.asarray(log_z),
-                  log_evidence_se=jnp.asarray(log_z_se), stats=stats, observed=post.y)
+                  log_evidence_se=jnp.asarray(log_z_se), stats=stats, observed=post.y,
+                  settings=_settings(config, betas, n_chains, evidence_estimator, n_batches))
 
 
 # -- many datasets (jaxinv.batch) ---------------------------------------------------------------
@@ -573,7 +580,8 @@ def batch_adapter(post0: Posterior, *, n_replicas: int = 24, n_chains: int = 2, 
                                   local_kernel, n_local_steps, num_integration_steps, target_acceptance,
                                   evidence_estimator, n_batches, n_chains)
     step_size = _initial_step_size(post0.dim, config.local_kernel)
-    trace = _REMCTrace(ladder, config, int(n_chains), float(step_size))
+    trace = _REMCTrace(ladder, config, int(n_chains), float(step_size),
+                       _settings(config, ladder, n_chains, evidence_estimator, n_batches))
 
     def finish(stacked: Result) -> Result:
         runs = jax.tree.map(np.asarray, stacked.stats["_runs"])
@@ -602,6 +610,7 @@ class _REMCTrace(eqx.Module):
     config: _Config = eqx.field(static=True)
     n_chains: int = eqx.field(static=True)
     step_size: float = eqx.field(static=True)
+    settings: tuple = eqx.field(static=True)
 
     def __call__(self, post: Posterior, key) -> Result:
         config, n_chains = self.config, self.n_chains
@@ -615,4 +624,4 @@ class _REMCTrace(eqx.Module):
         empty = jnp.zeros((n_chains, 0), runs.draws.dtype)
         runs = runs._replace(draws=empty, mean=empty, m2=empty)
         return Result(params={name: params[name] for name in post.names}, method="remc", sample_dims=2,
-                      stats={"_runs": runs, "ok": ok})
+                      stats={"_runs": runs, "ok": ok}, settings=self.settings)

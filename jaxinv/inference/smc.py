@@ -75,7 +75,7 @@ import numpy as np
 from blackjax.smc.tempered import TemperedSMCState
 
 from ..model import Posterior
-from ..results import Result
+from ..results import Result, engine_settings
 from . import _checkpoint, _slice
 from ._draws import constrain_draws, nan_to_minus_inf
 from ._progress import end_progress, progress_reporter, report_progress
@@ -511,7 +511,8 @@ def sample_smc(
         stats["rhat_max"] = jnp.asarray(max(rhat.values()))
         stats["ess_min"] = jnp.asarray(min(ess_bulk.values()))
     return Result(params=params, method="smc", sample_dims=2, log_evidence=jnp.asarray(log_evidence),
-                  log_evidence_se=jnp.asarray(se), stats=stats, observed=post.y)
+                  log_evidence_se=jnp.asarray(se), stats=stats, observed=post.y,
+                  settings=engine_settings(config, n_particles=int(n_particles), n_runs=int(n_runs)))
 
 
 # -- many datasets (jaxinv.batch) ---------------------------------------------------------------
@@ -551,7 +552,8 @@ class _SMCTrace(eqx.Module):
                  "increments": states.increments, "acceptance": states.acceptance, "mcmc_steps": states.moves,
                  "move_correlation": states.correlation, "final_scale": states.scale, "ok": ok}
         return Result(params={name: params[name] for name in post.names}, method="smc", sample_dims=2,
-                      log_evidence=log_evidence, log_evidence_se=se, stats=stats)
+                      log_evidence=log_evidence, log_evidence_se=se, stats=stats,
+                      settings=engine_settings(config, n_particles=n_particles, n_runs=n_runs))
 
 
 def _smc_diagnostics(stacked: Result) -> Result:
